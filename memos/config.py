@@ -1,0 +1,96 @@
+"""Settings: one typed object, from keyword overrides > MEMOS_* environment > <home>/memos.toml > defaults."""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from memos.errors import UserError
+
+CONFIG_FILE = "memos.toml"
+_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("memos_toml_path", default=None)
+
+
+class Settings(BaseSettings):
+    """Everything configurable about a memos home."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMOS_", extra="forbid", validate_default=True)
+
+    home: Path = Path("~/.memos")
+    #: SQLAlchemy URL of the catalog; None means a SQLite file inside the home
+    catalog_url: str | None = None
+    #: None: an embedded chromadb in the home; "http://host:port": a Chroma server
+    vector_url: str | None = None
+    #: "minilm" (local all-MiniLM-L6-v2), "hash" / "hash:DIM" (deterministic), "openai:MODEL"
+    embedder: str = "minilm"
+    embed_batch_size: int = Field(default=64, ge=1, le=4096)
+    #: tiktoken encoding used for token counts when no local model is active
+    tokenizer: str = "cl100k_base"
+    #: "none", "openai:MODEL" (any OpenAI-compatible server at openai_base_url)
+    llm: str = "none"
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_timeout_s: float = Field(default=60.0, gt=0)
+    openai_max_retries: int = Field(default=2, ge=0, le=10)
+    #: the longest text a single cube may hold, in characters
+    max_text_chars: int = Field(default=20_000, ge=1)
+    #: the user the CLI acts as when --user is not given
+    user: str | None = None
+    log_json: bool = False
+    log_level: str = "warning"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the sources: overrides, then environment, then the home's memos.toml."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _toml_path.get()
+        if path is not None and path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def catalog(self) -> str:
+        """The catalog URL actually used."""
+        return self.catalog_url or f"sqlite:///{self.home / 'catalog.db'}"
+
+    @classmethod
+    def load(cls, home: str | Path | None = None, **overrides: Any) -> Settings:
+        """Read settings for a home (None: MEMOS_HOME or ~/.memos), raising UserError on bad values."""
+        import os
+
+        raw_home = home if home is not None else os.environ.get("MEMOS_HOME", "~/.memos")
+        resolved = Path(raw_home).expanduser().resolve()
+        toml_file = resolved / CONFIG_FILE
+        if toml_file.is_file():
+            try:
+                tomllib.loads(toml_file.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise UserError(f"{toml_file} is not valid TOML ({exc}); fix or delete it") from exc
+        token = _toml_path.set(toml_file)
+        try:
+            return cls(**{**overrides, "home": resolved})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "settings"
+            raise UserError(
+                f"bad setting {where}: {first['msg']} (check MEMOS_{where.upper()} or {toml_file})"
+            ) from exc
+        finally:
+            _toml_path.reset(token)

