@@ -1,0 +1,592 @@
+"""The catalog: the source of truth for cubes, versions, users, grants and the audit log (SQL)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from memos.cube import ACL, Header, Lifecycle, MemCube, Provenance, Usage, ns_path
+from memos.errors import BackendError, UserError
+from memos.storage.schema import (
+    audit,
+    cube_labels,
+    cube_tags,
+    cube_versions,
+    cubes,
+    from_micros,
+    grants,
+    migrate,
+    roots,
+    to_micros,
+    users,
+    vector_outbox,
+)
+
+#: words too common to help lexical ranking (kept tiny: BM25's idf handles the rest)
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "i",
+        "if",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "she",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+#: statuses whose text stays searchable (archived = paged out, found on demand)
+SEARCHABLE = ("active", "archived")
+
+
+@dataclass(frozen=True)
+class CubeFilter:
+    """Which cubes a query may see; every field narrows the set."""
+
+    #: namespace paths; a cube matches when its namespace is one of these or below one (None: any)
+    prefixes: Sequence[str] | None = None
+    levels: Sequence[str] | None = None
+    kinds: Sequence[str] | None = None
+    statuses: Sequence[str] = ("active",)
+    #: every tag listed must be on the cube
+    tags: Sequence[str] = ()
+    #: every key must carry exactly this value
+    labels: Mapping[str, str] = field(default_factory=dict)
+    event_from: datetime | None = None
+    event_to: datetime | None = None
+    #: when set, cubes whose expires_at is at or before this instant are left out
+    now: datetime | None = None
+    ids: Sequence[str] | None = None
+
+
+def query_terms(text: str) -> list[str]:
+    """The distinct lower-cased words of a query, stop words removed, in order."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(text.lower()):
+        if word not in _STOPWORDS:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+def prefix_clause(column: sa.ColumnElement[Any], prefix: str) -> sa.ColumnElement[bool]:
+    """Namespace `prefix` itself or anything below it ('a/b' matches 'a/b' and 'a/b/c', not 'a/bc')."""
+    # '0' is the character after '/', so the range holds exactly the paths that start with prefix + '/'
+    return sa.or_(column == prefix, sa.and_(column >= prefix + "/", column < prefix + "0"))
+
+
+class Catalog:
+    """SQL catalog over SQLAlchemy Core: SQLite (WAL) by default, PostgreSQL by URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = self._make_engine(url)
+            with self.engine.begin() as conn:
+                migrate(conn)
+        except sa.exc.ArgumentError as exc:
+            raise UserError(f"bad catalog URL {url!r}: {exc}") from exc
+        except sa.exc.OperationalError as exc:
+            raise BackendError(f"cannot open the catalog at {url}: {exc.orig}") from exc
+        self.dialect = self.engine.dialect.name
+
+    @staticmethod
+    def _make_engine(url: str) -> Engine:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode: a committed transaction survives a process crash (not a power cut)
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+            return engine
+        return sa.create_engine(url, pool_pre_ping=True)
+
+    def close(self) -> None:
+        """Release all connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """A transaction: everything inside commits together or not at all."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise BackendError(f"catalog error ({self.url}): {exc.orig}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    # ---- cubes -------------------------------------------------------------------------------
+
+    def insert_cube(self, conn: Connection, cube: MemCube) -> None:
+        """Add a new cube with its first version snapshot, tags, labels and lexical entry."""
+        result = conn.execute(sa.insert(cubes).values(**_to_row(cube)))
+        rid = int(result.inserted_primary_key[0])
+        self._write_side_tables(conn, cube, rid, new_version=True)
+
+    def replace_cube(self, conn: Connection, cube: MemCube, *, new_version: bool) -> None:
+        """Overwrite a cube's current state; record a version snapshot when new_version."""
+        rid = conn.execute(sa.select(cubes.c.rid).where(cubes.c.id == cube.id)).scalar_one()
+        conn.execute(sa.update(cubes).where(cubes.c.id == cube.id).values(**_to_row(cube)))
+        conn.execute(sa.delete(cube_tags).where(cube_tags.c.cube_id == cube.id))
+        conn.execute(sa.delete(cube_labels).where(cube_labels.c.cube_id == cube.id))
+        self._lexical_delete(conn, rid)
+        self._write_side_tables(conn, cube, rid, new_version=new_version)
+
+    def _write_side_tables(self, conn: Connection, cube: MemCube, rid: int, *, new_version: bool) -> None:
+        if cube.header.tags:
+            conn.execute(sa.insert(cube_tags), [{"cube_id": cube.id, "tag": t} for t in cube.header.tags])
+        if cube.header.labels:
+            conn.execute(
+                sa.insert(cube_labels),
+                [{"cube_id": cube.id, "key": k, "value": v} for k, v in cube.header.labels.items()],
+            )
+        if new_version:
+            conn.execute(
+                sa.insert(cube_versions).values(
+                    cube_id=cube.id,
+                    version=cube.header.version,
+                    snapshot=cube.model_dump_json(),
+                    recorded_at=to_micros(cube.header.updated_at),
+                )
+            )
+        if cube.content and cube.status in SEARCHABLE:
+            self._lexical_insert(conn, rid, cube.content)
+        self.queue_vector_sync(conn, [cube.id], cube.header.updated_at)
+
+    def purge_cube(self, conn: Connection, cube_id: str, when: datetime) -> None:
+        """Remove every trace of a cube except the audit log (hard forget)."""
+        rid = conn.execute(sa.select(cubes.c.rid).where(cubes.c.id == cube_id)).scalar_one_or_none()
+        if rid is not None:
+            self._lexical_delete(conn, rid)
+        for table in (cube_tags, cube_labels, cube_versions):
+            conn.execute(sa.delete(table).where(table.c.cube_id == cube_id))
+        conn.execute(sa.delete(cubes).where(cubes.c.id == cube_id))
+        self.queue_vector_sync(conn, [cube_id], when)
+
+    def get(self, ids: Sequence[str], conn: Connection | None = None) -> dict[str, MemCube]:
+        """Current state of the given cubes, by id (missing ids are absent from the result)."""
+        if not ids:
+            return {}
+        out: dict[str, MemCube] = {}
+        with self._conn(conn) as c:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                for row in c.execute(sa.select(cubes).where(cubes.c.id.in_(chunk))).mappings():
+                    out[row["id"]] = _from_row(row)
+        return out
+
+    def select(
+        self,
+        flt: CubeFilter,
+        *,
+        limit: int | None = None,
+        order: str = "created",
+        conn: Connection | None = None,
+    ) -> list[MemCube]:
+        """Cubes matching a filter, oldest first by creation (or 'recent' first by update)."""
+        order_by = {
+            "created": [cubes.c.created_at, cubes.c.id],
+            "recent": [cubes.c.updated_at.desc(), cubes.c.id.desc()],
+        }[order]
+        stmt = sa.select(cubes).where(self.where(flt)).order_by(*order_by)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._conn(conn) as c:
+            return [_from_row(row) for row in c.execute(stmt).mappings()]
+
+    def count(self, flt: CubeFilter, conn: Connection | None = None) -> int:
+        """Number of cubes matching a filter."""
+        with self._conn(conn) as c:
+            return int(c.execute(sa.select(sa.func.count()).select_from(cubes).where(self.where(flt))).scalar_one())
+
+    def filter_ids(self, ids: Sequence[str], flt: CubeFilter) -> list[str]:
+        """The subset of ids that also match the filter (order not kept)."""
+        if not ids:
+            return []
+        with self.read() as c:
+            stmt = sa.select(cubes.c.id).where(cubes.c.id.in_(list(ids))).where(self.where(flt))
+            return list(c.execute(stmt).scalars())
+
+    def versions(self, cube_id: str) -> list[MemCube]:
+        """Every recorded version of a cube, oldest first."""
+        with self.read() as c:
+            rows = c.execute(
+                sa.select(cube_versions.c.snapshot)
+                .where(cube_versions.c.cube_id == cube_id)
+                .order_by(cube_versions.c.version)
+            ).scalars()
+            return [MemCube.model_validate_json(s) for s in rows]
+
+    def where(self, flt: CubeFilter) -> sa.ColumnElement[bool]:
+        """The SQL condition a filter stands for."""
+        conds: list[sa.ColumnElement[bool]] = []
+        if flt.ids is not None:
+            conds.append(cubes.c.id.in_(list(flt.ids)))
+        if flt.prefixes is not None:
+            conds.append(sa.or_(sa.false(), *(prefix_clause(cubes.c.ns, p) for p in flt.prefixes)))
+        if flt.levels is not None:
+            conds.append(cubes.c.level.in_(list(flt.levels)))
+        if flt.kinds is not None:
+            conds.append(cubes.c.kind.in_(list(flt.kinds)))
+        conds.append(cubes.c.status.in_(list(flt.statuses)))
+        for tag in flt.tags:
+            conds.append(sa.exists().where(sa.and_(cube_tags.c.cube_id == cubes.c.id, cube_tags.c.tag == tag)))
+        for key, value in flt.labels.items():
+            conds.append(
+                sa.exists().where(
+                    sa.and_(
+                        cube_labels.c.cube_id == cubes.c.id,
+                        cube_labels.c.key == key,
+                        cube_labels.c.value == value,
+                    )
+                )
+            )
+        if flt.event_from is not None:
+            conds.append(cubes.c.event_time >= to_micros(flt.event_from))
+        if flt.event_to is not None:
+            conds.append(cubes.c.event_time <= to_micros(flt.event_to))
+        if flt.now is not None:
+            conds.append(sa.or_(cubes.c.expires_at.is_(None), cubes.c.expires_at > to_micros(flt.now)))
+        return sa.and_(sa.true(), *conds)
+
+    def touch(self, ids: Sequence[str], when: datetime) -> None:
+        """Count one access for each cube and stamp the access time."""
+        if not ids:
+            return
+        with self.tx() as conn:
+            conn.execute(
+                sa.update(cubes)
+                .where(cubes.c.id.in_(list(ids)))
+                .values(access_count=cubes.c.access_count + 1, last_access=to_micros(when))
+            )
+
+    def stats(self, prefixes: Sequence[str] | None) -> list[tuple[str, str, str, int]]:
+        """(kind, level, status, count) rows for the cubes under the given namespaces."""
+        flt = CubeFilter(prefixes=prefixes, statuses=("active", "archived", "expired", "deleted"))
+        with self.read() as c:
+            stmt = (
+                sa.select(cubes.c.kind, cubes.c.level, cubes.c.status, sa.func.count())
+                .where(self.where(flt))
+                .group_by(cubes.c.kind, cubes.c.level, cubes.c.status)
+                .order_by(cubes.c.kind, cubes.c.level, cubes.c.status)
+            )
+            return [(k, lv, s, int(n)) for k, lv, s, n in c.execute(stmt)]
+
+    # ---- lexical index -----------------------------------------------------------------------
+
+    def _lexical_insert(self, conn: Connection, rid: int, text: str) -> None:
+        if self.dialect == "sqlite":
+            conn.exec_driver_sql("INSERT INTO cubes_fts(rowid, content) VALUES (?, ?)", (rid, text))
+        else:
+            conn.execute(
+                sa.text("INSERT INTO cubes_fts (rid, tsv) VALUES (:rid, to_tsvector('english', :t))"),
+                {"rid": rid, "t": text},
+            )
+
+    def _lexical_delete(self, conn: Connection, rid: int) -> None:
+        if self.dialect == "sqlite":
+            conn.exec_driver_sql("DELETE FROM cubes_fts WHERE rowid = ?", (rid,))
+        else:
+            conn.execute(sa.text("DELETE FROM cubes_fts WHERE rid = :rid"), {"rid": rid})
+
+    def lexical(self, query: str, flt: CubeFilter, limit: int) -> list[tuple[str, float]]:
+        """BM25-ranked (id, score) pairs, best first; higher score is better."""
+        terms = query_terms(query)
+        if not terms:
+            return []
+        fts = sa.table("cubes_fts", sa.column("rowid"), sa.column("rid"), sa.column("tsv"))
+        if self.dialect == "sqlite":
+            # bm25() is lower-is-better; any term may match (OR), BM25 rewards matching more of them
+            match = " OR ".join(f'"{t}"' for t in terms)
+            score = sa.func.bm25(sa.literal_column("cubes_fts"))
+            stmt = (
+                sa.select(cubes.c.id, score.label("s"))
+                .select_from(fts.join(cubes, cubes.c.rid == fts.c.rowid))
+                .where(sa.literal_column("cubes_fts").op("MATCH")(match))
+                .where(self.where(flt))
+                .order_by(score, cubes.c.id)
+                .limit(limit)
+            )
+            sign = -1.0
+        else:
+            tsq = sa.func.to_tsquery("english", " | ".join(terms))
+            score = sa.func.ts_rank_cd(fts.c.tsv, tsq)
+            stmt = (
+                sa.select(cubes.c.id, score.label("s"))
+                .select_from(fts.join(cubes, cubes.c.rid == fts.c.rid))
+                .where(fts.c.tsv.op("@@")(tsq))
+                .where(self.where(flt))
+                .order_by(score.desc(), cubes.c.id)
+                .limit(limit)
+            )
+            sign = 1.0
+        with self.read() as c:
+            return [(cid, sign * float(s)) for cid, s in c.execute(stmt)]
+
+    # ---- vector outbox -----------------------------------------------------------------------
+
+    def queue_vector_sync(self, conn: Connection, ids: Sequence[str], when: datetime) -> None:
+        """Record, inside the caller's transaction, that these cubes' vectors must be synced."""
+        if not ids:
+            return
+        when_us = to_micros(when)
+        existing = set(
+            conn.execute(sa.select(vector_outbox.c.cube_id).where(vector_outbox.c.cube_id.in_(list(ids)))).scalars()
+        )
+        fresh = [{"cube_id": i, "queued_at": when_us} for i in dict.fromkeys(ids) if i not in existing]
+        if fresh:
+            conn.execute(sa.insert(vector_outbox), fresh)
+
+    def pending_vector_sync(self, limit: int = 1000) -> list[str]:
+        """Cube ids queued for vector sync, oldest first."""
+        with self.read() as c:
+            stmt = sa.select(vector_outbox.c.cube_id).order_by(vector_outbox.c.queued_at).limit(limit)
+            return list(c.execute(stmt).scalars())
+
+    def clear_vector_sync(self, ids: Sequence[str]) -> None:
+        """Drop ids from the outbox once the vector index matches the catalog for them."""
+        if ids:
+            with self.tx() as conn:
+                conn.execute(sa.delete(vector_outbox).where(vector_outbox.c.cube_id.in_(list(ids))))
+
+    def indexable_ids(self) -> list[str]:
+        """Ids of every cube that should have a vector (searchable plaintext with content)."""
+        with self.read() as c:
+            stmt = sa.select(cubes.c.id).where(
+                cubes.c.status.in_(SEARCHABLE), cubes.c.kind == "plaintext", cubes.c.content.is_not(None)
+            )
+            return list(c.execute(stmt).scalars())
+
+    # ---- audit -------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        conn: Connection,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        cube_id: str | None = None,
+        ns: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append one entry to the audit log inside the caller's transaction."""
+        conn.execute(
+            sa.insert(audit).values(
+                at=to_micros(at),
+                actor=actor,
+                action=action,
+                cube_id=cube_id,
+                ns=ns,
+                detail=json.dumps(dict(detail or {}), sort_keys=True, default=str),
+            )
+        )
+
+    def audit_log(self, *, cube_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Audit entries, newest first, optionally for one cube."""
+        stmt = sa.select(audit).order_by(audit.c.seq.desc()).limit(limit)
+        if cube_id is not None:
+            stmt = stmt.where(audit.c.cube_id == cube_id)
+        with self.read() as c:
+            return [
+                {**dict(row), "at": from_micros(row["at"]), "detail": json.loads(row["detail"])}
+                for row in c.execute(stmt).mappings()
+            ]
+
+    # ---- users, roots, grants ----------------------------------------------------------------
+
+    def user_exists(self, name: str, conn: Connection | None = None) -> bool:
+        """Whether a user is registered."""
+        with self._conn(conn) as c:
+            return c.execute(sa.select(users.c.name).where(users.c.name == name)).first() is not None
+
+    def add_user(self, conn: Connection, name: str, when: datetime) -> None:
+        """Register a user."""
+        conn.execute(sa.insert(users).values(name=name, created_at=to_micros(when)))
+
+    def list_users(self) -> list[tuple[str, datetime]]:
+        """Every user with its creation time, by name."""
+        with self.read() as c:
+            rows = c.execute(sa.select(users.c.name, users.c.created_at).order_by(users.c.name))
+            return [(n, from_micros(t)) for n, t in rows]  # type: ignore[misc]
+
+    def root_owner(self, root: str, conn: Connection | None = None) -> str | None:
+        """The owner of a namespace root, or None when unclaimed."""
+        with self._conn(conn) as c:
+            return c.execute(sa.select(roots.c.owner).where(roots.c.root == root)).scalar_one_or_none()
+
+    def claim_root(self, conn: Connection, root: str, owner: str, when: datetime) -> None:
+        """Record the owner of a namespace root."""
+        conn.execute(sa.insert(roots).values(root=root, owner=owner, created_at=to_micros(when)))
+
+    def grants_for(self, grantee: str, conn: Connection | None = None) -> list[tuple[str, str]]:
+        """(namespace path, right) pairs granted to a user."""
+        with self._conn(conn) as c:
+            stmt = sa.select(grants.c.ns, grants.c.right).where(grants.c.grantee == grantee)
+            return [(ns, r) for ns, r in c.execute(stmt)]
+
+    def grants_on(self, prefix: str) -> list[dict[str, Any]]:
+        """Every grant at or below a namespace path."""
+        with self.read() as c:
+            stmt = sa.select(grants).where(prefix_clause(grants.c.ns, prefix)).order_by(grants.c.ns, grants.c.grantee)
+            return [{**dict(r), "created_at": from_micros(r["created_at"])} for r in c.execute(stmt).mappings()]
+
+    def set_grant(self, conn: Connection, ns: str, grantee: str, right: str, by: str, when: datetime) -> None:
+        """Create or replace a user's right on a namespace path."""
+        conn.execute(sa.delete(grants).where(grants.c.ns == ns, grants.c.grantee == grantee))
+        conn.execute(
+            sa.insert(grants).values(ns=ns, grantee=grantee, right=right, granted_by=by, created_at=to_micros(when))
+        )
+
+    def delete_grant(self, conn: Connection, ns: str, grantee: str) -> int:
+        """Remove a user's grant on a namespace path; return how many were removed."""
+        return conn.execute(sa.delete(grants).where(grants.c.ns == ns, grants.c.grantee == grantee)).rowcount
+
+    def namespaces(self, prefixes: Sequence[str] | None) -> list[tuple[str, int]]:
+        """(namespace path, number of cubes not hard-deleted) under the given prefixes."""
+        flt = CubeFilter(prefixes=prefixes, statuses=("active", "archived", "expired", "deleted"))
+        with self.read() as c:
+            stmt = (
+                sa.select(cubes.c.ns, sa.func.count()).where(self.where(flt)).group_by(cubes.c.ns).order_by(cubes.c.ns)
+            )
+            return [(ns, int(n)) for ns, n in c.execute(stmt)]
+
+    @contextmanager
+    def _conn(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.read() as c:
+                yield c
+
+
+def _to_row(cube: MemCube) -> dict[str, Any]:
+    h = cube.header
+    return {
+        "id": cube.id,
+        "ns": ns_path(cube.namespace),
+        "kind": cube.kind.value,
+        "level": cube.level.value,
+        "status": h.lifecycle.status.value,
+        "content": cube.content,
+        "blob": cube.blob,
+        "sources": json.dumps(cube.sources),
+        "version": h.version,
+        "previous": h.previous,
+        "provenance": h.provenance.model_dump_json(),
+        "external_id": h.provenance.external_id,
+        "created_at": to_micros(h.created_at),
+        "updated_at": to_micros(h.updated_at),
+        "event_time": to_micros(h.event_time),
+        "expires_at": to_micros(h.lifecycle.expires_at),
+        "access_count": h.usage.access_count,
+        "last_access": to_micros(h.usage.last_access),
+        "heat": h.usage.heat,
+        "acl": h.acl.model_dump_json(),
+        "tags": json.dumps(h.tags),
+        "labels": json.dumps(h.labels, sort_keys=True),
+        "tokens": h.tokens,
+        "embedder": h.embedder,
+    }
+
+
+def _from_row(row: Mapping[str, Any]) -> MemCube:
+    header = Header(
+        version=row["version"],
+        previous=row["previous"],
+        provenance=Provenance.model_validate_json(row["provenance"]),
+        created_at=from_micros(row["created_at"]),
+        updated_at=from_micros(row["updated_at"]),
+        event_time=from_micros(row["event_time"]),
+        usage=Usage(access_count=row["access_count"], last_access=from_micros(row["last_access"]), heat=row["heat"]),
+        lifecycle=Lifecycle(status=row["status"], expires_at=from_micros(row["expires_at"])),
+        acl=ACL.model_validate_json(row["acl"]),
+        tags=json.loads(row["tags"]),
+        labels=json.loads(row["labels"]),
+        tokens=row["tokens"],
+        embedder=row["embedder"],
+    )
+    return MemCube(
+        id=row["id"],
+        namespace=tuple(row["ns"].split("/")),
+        kind=row["kind"],
+        level=row["level"],
+        content=row["content"],
+        blob=row["blob"],
+        sources=json.loads(row["sources"]),
+        header=header,
+    )

@@ -1,0 +1,191 @@
+"""The catalog's tables (SQLAlchemy Core) and its named, ordered migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+metadata = sa.MetaData()
+
+#: times are stored as integer microseconds since the epoch (UTC): exact, sortable, portable
+Micros = sa.BigInteger
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("applied_at", Micros, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("created_at", Micros, nullable=False),
+)
+
+#: ownership is per root segment: ("alice", "chat") belongs to the owner of root "alice"
+roots = sa.Table(
+    "roots",
+    metadata,
+    sa.Column("root", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("ns", sa.String(600), primary_key=True),
+    sa.Column("grantee", sa.String(64), primary_key=True),
+    sa.Column("right", sa.String(8), nullable=False),
+    sa.Column("granted_by", sa.String(64), nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+)
+
+cubes = sa.Table(
+    "cubes",
+    metadata,
+    # rid: the integer row id the lexical index points at
+    sa.Column("rid", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("ns", sa.String(600), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("level", sa.String(8), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text, nullable=True),
+    sa.Column("blob", sa.String(600), nullable=True),
+    sa.Column("sources", sa.Text, nullable=False, default="[]"),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("previous", sa.Integer, nullable=True),
+    sa.Column("provenance", sa.Text, nullable=False),
+    sa.Column("external_id", sa.String(256), nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("updated_at", Micros, nullable=False),
+    sa.Column("event_time", Micros, nullable=True),
+    sa.Column("expires_at", Micros, nullable=True),
+    sa.Column("access_count", sa.Integer, nullable=False, default=0),
+    sa.Column("last_access", Micros, nullable=True),
+    sa.Column("heat", sa.Float, nullable=False, default=0.0),
+    sa.Column("acl", sa.Text, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False, default="[]"),
+    sa.Column("labels", sa.Text, nullable=False, default="{}"),
+    sa.Column("tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("embedder", sa.String(128), nullable=True),
+    sa.Index("ix_cubes_ns_level", "ns", "level"),
+    sa.Index("ix_cubes_external_id", "external_id"),
+    sa.Index("ix_cubes_status", "status"),
+)
+
+cube_tags = sa.Table(
+    "cube_tags",
+    metadata,
+    sa.Column("cube_id", sa.String(36), primary_key=True),
+    sa.Column("tag", sa.String(64), primary_key=True),
+    sa.Index("ix_cube_tags_tag", "tag"),
+)
+
+cube_labels = sa.Table(
+    "cube_labels",
+    metadata,
+    sa.Column("cube_id", sa.String(36), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+    sa.Index("ix_cube_labels_kv", "key", "value"),
+)
+
+cube_versions = sa.Table(
+    "cube_versions",
+    metadata,
+    sa.Column("cube_id", sa.String(36), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    # the whole cube as JSON, as it was at this version
+    sa.Column("snapshot", sa.Text, nullable=False),
+    sa.Column("recorded_at", Micros, nullable=False),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", Micros, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("cube_id", sa.String(36), nullable=True),
+    sa.Column("ns", sa.String(600), nullable=True),
+    sa.Column("detail", sa.Text, nullable=False, default="{}"),
+    sa.Index("ix_audit_cube", "cube_id"),
+)
+
+#: transactional outbox: cube ids whose vectors must be brought in line with the catalog
+vector_outbox = sa.Table(
+    "vector_outbox",
+    metadata,
+    sa.Column("cube_id", sa.String(36), primary_key=True),
+    sa.Column("queued_at", Micros, nullable=False),
+)
+
+_V1_TABLES = [schema_migrations, users, roots, grants, cubes, cube_tags, cube_labels, cube_versions, audit]
+
+
+def _v1_core(conn: Connection) -> None:
+    for table in _V1_TABLES:
+        table.create(conn, checkfirst=True)
+
+
+def _v2_lexical(conn: Connection) -> None:
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS cubes_fts USING fts5(content, tokenize='porter unicode61')"
+        )
+    else:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS cubes_fts (rid INTEGER PRIMARY KEY, tsv tsvector NOT NULL)")
+        conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_cubes_fts_tsv ON cubes_fts USING GIN (tsv)")
+
+
+def _v3_vector_outbox(conn: Connection) -> None:
+    vector_outbox.create(conn, checkfirst=True)
+
+
+#: applied in this order, each once, recorded by name in schema_migrations
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("0001_core_tables", _v1_core),
+    ("0002_lexical_index", _v2_lexical),
+    ("0003_vector_outbox", _v3_vector_outbox),
+]
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Apply the migrations not yet recorded; return the names applied now (idempotent)."""
+    schema_migrations.create(conn, checkfirst=True)
+    done = set(conn.execute(sa.select(schema_migrations.c.name)).scalars())
+    applied = []
+    for name, step in MIGRATIONS:
+        if name in done:
+            continue
+        step(conn)
+        conn.execute(sa.insert(schema_migrations).values(name=name, applied_at=to_micros(datetime.now(UTC))))
+        applied.append(name)
+    return applied
+
+
+def to_micros(when: datetime | None) -> int | None:
+    """Datetime -> integer microseconds since the epoch (naive datetimes are taken as UTC)."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int | None) -> datetime | None:
+    """Integer microseconds since the epoch -> aware UTC datetime."""
+    if value is None:
+        return None
+    from datetime import timedelta
+
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
