@@ -505,11 +505,7 @@ class Session:
         now = mos.clock.now()
         with mos._write_lock:
             prefixes = mos.governance.visible_prefixes(self.user)
-            due = [
-                c
-                for c in mos.catalog.select(CubeFilter(prefixes=prefixes, statuses=SEARCHABLE))
-                if c.header.lifecycle.expires_at is not None and c.header.lifecycle.expires_at <= now
-            ]
+            due = mos.catalog.select(CubeFilter(prefixes=prefixes, statuses=SEARCHABLE, expiring_by=now))
             with mos.catalog.tx() as conn:
                 for cube in due:
                     header = cube.header.model_copy(deep=True)

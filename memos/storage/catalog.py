@@ -117,6 +117,8 @@ class CubeFilter:
     event_to: datetime | None = None
     #: when set, cubes whose expires_at is at or before this instant are left out
     now: datetime | None = None
+    #: when set, only cubes whose expires_at is at or before this instant
+    expiring_by: datetime | None = None
     ids: Sequence[str] | None = None
 
 
@@ -321,6 +323,8 @@ class Catalog:
             conds.append(cubes.c.event_time <= to_micros(flt.event_to))
         if flt.now is not None:
             conds.append(sa.or_(cubes.c.expires_at.is_(None), cubes.c.expires_at > to_micros(flt.now)))
+        if flt.expiring_by is not None:
+            conds.append(cubes.c.expires_at <= to_micros(flt.expiring_by))
         return sa.and_(sa.true(), *conds)
 
     def touch(self, ids: Sequence[str], when: datetime) -> None:

@@ -1,0 +1,30 @@
+# Every target creates .venv and installs what it needs; nothing must be installed by hand.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned in the same pip command as transformers/peft so pip takes the CPU wheel
+	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[local,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	HF_HUB_OFFLINE=1 $(PY) examples/demo.py .demo/home
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) bench/store.py
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .demo build *.egg-info
