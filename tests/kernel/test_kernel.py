@@ -55,7 +55,12 @@ def test_issue_example_end_to_end(mos: MemOS, clock: ManualClock) -> None:
     assert mos.catalog.versions(cube.id) == []
     assert cube.id not in mos.vectors.all_ids()
     actions = [(e["action"], e["detail"]) for e in mos.catalog.audit_log(cube_id=cube.id)]
-    assert actions == [("forget", {"hard": True}), ("forget", {"hard": False}), ("update", {"version": 2}), ("write", {})]
+    assert actions == [
+        ("forget", {"hard": True}),
+        ("forget", {"hard": False}),
+        ("update", {"version": 2}),
+        ("write", {}),
+    ]
 
 
 def test_header_fields_are_filled(mos: MemOS, clock: ManualClock) -> None:
