@@ -152,7 +152,7 @@ class KernelVsModel(RuleBasedStateMachine):
             assert [c.text for c in owner.history(cube_id)] == known.versions
             for user in USERS:
                 if not self.model.can(user, known.ns, "read"):
-                    self._expect(PermissionDenied, lambda u=user: self.sessions[u].get(cube_id))
+                    self._expect(PermissionDenied, lambda u=user, c=cube_id: self.sessions[u].get(c))
 
     @invariant()
     def vector_index_holds_exactly_the_active_cubes(self) -> None:
