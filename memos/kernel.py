@@ -88,7 +88,9 @@ class MemOS:
         self.home = settings.home
         self.home.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder or make_embedder(settings)
-        self.tokenizer = tokenizer or get_tokenizer(settings.tokenizer)
+        # a local model counts tokens with its own tokenizer; otherwise the configured BPE encoding
+        local_model = settings.llm.startswith("hf:")
+        self.tokenizer = tokenizer or get_tokenizer(settings.llm if local_model else settings.tokenizer)
         self.catalog = Catalog(settings.catalog)
         self.vectors = VectorIndex(
             path=None if settings.vector_url else self.home / "vectors",

@@ -1,0 +1,97 @@
+"""The catalog and vector index as building blocks: migrations, WAL, BM25, filters, where clauses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from memos import MemOS
+from memos.retrieval import fuse
+from memos.storage.catalog import Catalog, CubeFilter, query_terms
+from memos.storage.schema import MIGRATIONS, from_micros, migrate, to_micros
+from memos.storage.vectors import to_where
+
+
+def test_migrations_are_named_ordered_and_idempotent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    catalog = Catalog(url)
+    with catalog.read() as conn:
+        names = list(conn.execute(sa.text("SELECT name FROM schema_migrations ORDER BY name")).scalars())
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()
+    assert names == [name for name, _ in MIGRATIONS] == ["0001_core_tables", "0002_lexical_index", "0003_vector_outbox"]
+    assert mode == "wal"
+    with catalog.tx() as conn:
+        assert migrate(conn) == []
+    catalog.close()
+    assert Catalog(url).dialect == "sqlite"
+
+
+def test_micros_round_trip_is_exact() -> None:
+    when = datetime(2023, 5, 8, 13, 56, 7, 123456, tzinfo=UTC)
+    assert to_micros(when) == 1_683_554_167_123_456
+    assert from_micros(to_micros(when)) == when
+    assert to_micros(datetime(2023, 5, 8)) == to_micros(datetime(2023, 5, 8, tzinfo=UTC))
+
+
+def test_query_terms_drop_stopwords_and_repeats() -> None:
+    assert query_terms("Where does Alice live? Alice's cat!") == ["alice", "live", "s", "cat"]
+    assert query_terms("the and of") == []
+
+
+def test_bm25_prefers_rarer_and_more_matches(mos: MemOS) -> None:
+    alice = mos.as_user("alice")
+    both = alice.write(("alice",), "Lisbon tram rides every morning")
+    one = alice.write(("alice",), "the tram was late")
+    alice.write(("alice",), "nothing relevant here")
+    ranked = mos.catalog.lexical("Lisbon tram", CubeFilter(prefixes=["alice"]), 10)
+    assert [cid for cid, _ in ranked] == [both.id, one.id]
+    assert ranked[0][1] > ranked[1][1] > 0
+    # porter stemming: "rides" matches "ride"
+    assert [cid for cid, _ in mos.catalog.lexical("ride", CubeFilter(prefixes=["alice"]), 10)] == [both.id]
+
+
+def test_rrf_fusion_exact() -> None:
+    fused = fuse([["a", "b", "c"], ["c", "a"]])
+    assert fused == [("a", 1 / 61 + 1 / 62), ("c", 1 / 63 + 1 / 61), ("b", 1 / 62)]
+    assert fuse([["x"], ["y"]]) == [("x", 1 / 61), ("y", 1 / 61)]  # ties break by id
+
+
+def test_where_clause_translation() -> None:
+    flt = CubeFilter(
+        prefixes=["alice/chat"],
+        levels=["short", "mid"],
+        statuses=("active",),
+        tags=["move"],
+        labels={"type": "fact"},
+        event_from=datetime(2023, 1, 1, tzinfo=UTC),
+        now=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+    assert to_where(flt) == {
+        "$and": [
+            {"$and": [{"ns0": "alice"}, {"ns1": "chat"}]},
+            {"level": {"$in": ["short", "mid"]}},
+            {"status": "active"},
+            {"tags": {"$contains": "move"}},
+            {"label.type": "fact"},
+            {"event_us": {"$gte": 1_672_531_200_000_000}},
+            {"expires_us": {"$gt": 1_704_067_200_000_000}},
+        ]
+    }
+    assert to_where(CubeFilter(prefixes=["a", "b"], statuses=("active", "archived"))) == {
+        "$and": [{"$or": [{"ns0": "a"}, {"ns0": "b"}]}, {"status": {"$in": ["active", "archived"]}}]
+    }
+
+
+def test_failed_transaction_leaves_nothing(mos: MemOS) -> None:
+    alice = mos.as_user("alice")
+    alice.write(("alice",), "kept")
+    before = mos.catalog.count(CubeFilter())
+    try:
+        with mos.catalog.tx() as conn:
+            conn.execute(sa.text("DELETE FROM cubes"))
+            raise RuntimeError("crash mid-write")
+    except RuntimeError:
+        pass
+    assert mos.catalog.count(CubeFilter()) == before == 1
