@@ -1,0 +1,1 @@
+"""The `memos` command line: one module per noun (memory, cube, users), wired up in main."""

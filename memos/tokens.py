@@ -255,9 +255,7 @@ def _load_hf_tokenizer(path: str) -> Any:
     try:
         from transformers import AutoTokenizer
     except ImportError as e:
-        raise UserError(
-            "a local model's tokenizer needs transformers: pip install 'memos[local]'", path=path
-        ) from e
+        raise UserError("a local model's tokenizer needs transformers: pip install 'memos[local]'", path=path) from e
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:

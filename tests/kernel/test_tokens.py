@@ -92,9 +92,7 @@ def test_vendored_encodings_listed() -> None:
     assert vendored_encodings() == ["cl100k_base", "o200k_base"]
 
 
-def test_loading_never_touches_the_network_or_tiktoken_cache(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_loading_never_touches_the_network_or_tiktoken_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import tiktoken.load
 
     def no_network(*args: Any, **kwargs: Any) -> Any:

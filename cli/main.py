@@ -1,0 +1,74 @@
+"""The `memos` command: global options, the command groups, and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from memos.errors import MemosError
+
+from . import cube, memory, users
+from .common import Globals, one_line
+
+
+def report(err: MemosError) -> int:
+    """Print an error as one `error: ...` line on stderr and return its exit code."""
+    typer.echo(f"error: {one_line(err.message)}", err=True)
+    return err.exit_code
+
+
+class _Group(TyperGroup):
+    """The root group: a MemosError from any command becomes one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MemosError as err:
+            raise typer.Exit(report(err)) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="memos",
+    help="An operating-system-style memory for LLM agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    home: Annotated[
+        str | None, typer.Option("--home", help="The memos home (default: MEMOS_HOME, else ~/.memos).")
+    ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="Act as this user (default: MEMOS_USER, the home's `user`, the login name)."),
+    ] = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Write logs to stderr as JSON lines.")] = False,
+    embedder: Annotated[
+        str | None, typer.Option("--embedder", help="Embedder: minilm, hash, hash:DIM or openai:MODEL.")
+    ] = None,
+) -> None:
+    """An operating-system-style memory for LLM agents."""
+    ctx.obj = Globals(home=home, user=user, embedder=embedder, log_json=log_json)
+
+
+memory.register(app)
+cube.register(app)
+users.register(app)
+
+
+def run() -> None:
+    """Entry point of the `memos` console script."""
+    try:
+        app()
+    except MemosError as err:
+        sys.exit(report(err))

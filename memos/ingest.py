@@ -1,0 +1,414 @@
+"""Conversation files -> WriteRequests, one per turn: a `json` session file, `jsonl` messages, or LoCoMo samples.
+
+Readers are generators so a caller can stream batches into `write_many`; `scan` reads a whole file
+first so a malformed one is rejected before anything is written. Every problem is one UserError
+line that says where it is (file, line and column, or session and turn) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from memos import inputs
+from memos.cube import Level, parse_namespace
+from memos.errors import UserError
+from memos.kernel import WriteRequest
+
+FORMATS = ("json", "jsonl", "locomo")
+#: extensions that `auto` reads as one JSON message per line
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+#: labels every ingested turn carries
+TURN_LABELS = {"type": "episode"}
+
+#: a namespace suffix below the target namespace (None: the target itself)
+Suffix = tuple[str, ...] | None
+Item = tuple[Suffix, WriteRequest]
+
+_LOCOMO_DATE = re.compile(
+    r"^\s*(\d{1,2}):(\d{2})\s*([ap])\.?m\.?\s+on\s+(\d{1,2})\s+([A-Za-z]+)\.?,?\s+(\d{4})\s*$", re.IGNORECASE
+)
+_MONTHS = {
+    name: number
+    for number, full in enumerate(
+        (
+            "january",
+            "february",
+            "march",
+            "april",
+            "may",
+            "june",
+            "july",
+            "august",
+            "september",
+            "october",
+            "november",
+            "december",
+        ),
+        start=1,
+    )
+    for name in (full, full[:3])
+}
+_SESSION_KEY = re.compile(r"^session_(\d+)$")
+
+
+@dataclass
+class Scan:
+    """What a whole-file validation pass found."""
+
+    format: str
+    num_turns: int = 0
+    num_sessions: int = 0
+    #: distinct namespace suffixes, in file order (LoCoMo files with several samples have one per sample)
+    suffixes: list[Suffix] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One parsed turn before it becomes a WriteRequest; `where` locates it for error messages."""
+
+    suffix: Suffix
+    where: str
+    session: str | None
+    request: WriteRequest
+
+
+def check_format(fmt: str) -> str:
+    """A known format name (auto, json, jsonl, locomo), lower-cased."""
+    value = fmt.strip().lower() if isinstance(fmt, str) else fmt
+    if value not in ("auto", *FORMATS):
+        raise UserError(f"unknown format {fmt!r}: use one of auto, {', '.join(FORMATS)}")
+    return value
+
+
+def parse_locomo_date(text: str) -> datetime:
+    """Parse a LoCoMo session time such as '1:56 pm on 8 May, 2023' into an aware UTC datetime."""
+    match = _LOCOMO_DATE.match(text) if isinstance(text, str) else None
+    month = _MONTHS.get(match.group(5).lower()) if match else None
+    if match is None or month is None:
+        raise UserError(f"{text!r} is not a LoCoMo date like '1:56 pm on 8 May, 2023'")
+    hour, minute, half, day, _, year = match.groups()
+    if not 1 <= int(hour) <= 12:
+        raise UserError(f"{text!r} has hour {hour}; LoCoMo dates use a 12-hour clock (1-12 am/pm)")
+    hour24 = int(hour) % 12 + (12 if half.lower() == "p" else 0)
+    try:
+        return datetime(int(year), month, int(day), hour24, int(minute), tzinfo=UTC)
+    except ValueError as exc:
+        raise UserError(f"{text!r} is not a real date ({exc})") from None
+
+
+def iter_requests(path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None) -> Iterator[Item]:
+    """Yield (namespace suffix, WriteRequest) per turn, in file order; UserError at the first bad turn."""
+    for turn in _turns(Path(path), check_format(fmt), max_text_chars)[1]:
+        yield turn.suffix, turn.request
+
+
+def batched(items: Iterable[Item], size: int) -> Iterator[tuple[Suffix, list[WriteRequest]]]:
+    """Group consecutive items with the same suffix into batches of at most `size` requests."""
+    if size < 1:
+        raise UserError(f"batch size must be at least 1, got {size}")
+    suffix: Suffix = None
+    batch: list[WriteRequest] = []
+    for item_suffix, request in items:
+        if batch and (item_suffix != suffix or len(batch) >= size):
+            yield suffix, batch
+            batch = []
+        suffix = item_suffix
+        batch.append(request)
+    if batch:
+        yield suffix, batch
+
+
+def iter_batches(
+    path: str | Path, fmt: str = "auto", *, size: int = 64, max_text_chars: int | None = None
+) -> Iterator[tuple[Suffix, list[WriteRequest]]]:
+    """Yield (namespace suffix, requests) batches of at most `size` turns from a conversation file."""
+    return batched(iter_requests(path, fmt, max_text_chars=max_text_chars), size)
+
+
+def scan(path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None) -> Scan:
+    """Read and check the whole file without keeping it; UserError at the first problem."""
+    resolved, turns = _turns(Path(path), check_format(fmt), max_text_chars)
+    result = Scan(format=resolved)
+    sessions: set[tuple[Suffix, str | None]] = set()
+    for turn in turns:
+        result.num_turns += 1
+        sessions.add((turn.suffix, turn.session))
+        if turn.suffix not in result.suffixes:
+            result.suffixes.append(turn.suffix)
+    result.num_sessions = len(sessions)
+    return result
+
+
+def count_turns(path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None) -> int:
+    """How many turns (WriteRequests) the file holds, validating all of it."""
+    return scan(path, fmt, max_text_chars=max_text_chars).num_turns
+
+
+def detect_format(path: str | Path, fmt: str = "auto") -> str:
+    """The format `auto` resolves to for this file (json, jsonl or locomo)."""
+    return _turns(Path(path), check_format(fmt), None)[0]
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+
+def _turns(path: Path, fmt: str, max_text_chars: int | None) -> tuple[str, Iterator[_Turn]]:
+    """Resolve the format (reading the JSON document if needed) and return a turn generator."""
+    _check_file(path)
+    if fmt == "jsonl" or (fmt == "auto" and path.suffix.lower() in JSONL_SUFFIXES):
+        return "jsonl", _checked(_from_jsonl(path), max_text_chars)
+    doc = _load_json(path)
+    if fmt == "auto":
+        fmt = _sniff(doc, path)
+    turns = _from_locomo(doc, path) if fmt == "locomo" else _from_json(doc, path)
+    return fmt, _checked(turns, max_text_chars)
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise UserError(f"no such file: {path}")
+    if not path.is_file():
+        raise UserError(f"{path} is not a file")
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (bad byte at offset {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def _sniff(doc: Any, path: Path) -> str:
+    if isinstance(doc, Mapping) and "conversation" in doc:
+        return "locomo"
+    if isinstance(doc, Mapping) and "sessions" in doc:
+        return "json"
+    if isinstance(doc, list):
+        if doc and isinstance(doc[0], Mapping) and "conversation" in doc[0]:
+            return "locomo"
+        return "json"
+    raise UserError(
+        f"cannot tell the format of {path}: expected an object with 'sessions', a list of messages, "
+        "or LoCoMo samples; pass --format json, jsonl or locomo"
+    )
+
+
+def _checked(turns: Iterator[_Turn], max_text_chars: int | None) -> Iterator[_Turn]:
+    for turn in turns:
+        if max_text_chars is not None:
+            try:
+                inputs.text(turn.request.text, max_text_chars)
+            except UserError as exc:
+                raise UserError(f"{turn.where}: {exc.message}") from None
+        yield turn
+
+
+def _from_jsonl(path: Path) -> Iterator[_Turn]:
+    counters: dict[str | None, int] = {}
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path} line {number}"
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{where} is not valid JSON: {exc.msg} at column {exc.colno}") from None
+                yield _message(obj, where, counters, session=None, event_time=None)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (bad byte at offset {exc.start})") from None
+
+
+def _from_json(doc: Any, path: Path) -> Iterator[_Turn]:
+    if isinstance(doc, list):
+        counters: dict[str | None, int] = {}
+        for number, obj in enumerate(doc, start=1):
+            yield _message(obj, f"{path} message {number}", counters, session=None, event_time=None)
+        return
+    if not isinstance(doc, Mapping) or "sessions" not in doc:
+        raise UserError(f"{path}: expected an object with a 'sessions' list, or a list of messages")
+    sessions = doc["sessions"]
+    if not isinstance(sessions, list):
+        raise UserError(f"{path}: 'sessions' must be a list, not {_kind(sessions)}")
+    for number, session in enumerate(sessions, start=1):
+        where = f"{path} session {number}"
+        if not isinstance(session, Mapping):
+            raise UserError(f"{where}: expected an object, got {_kind(session)}")
+        session_id = _ident(session.get("id"), where, "id") or f"s{number}"
+        where = f"{path} session {session_id!r}"
+        if "turns" not in session:
+            raise UserError(f"{where}: missing field 'turns'")
+        turns = session["turns"]
+        if not isinstance(turns, list):
+            raise UserError(f"{where}: 'turns' must be a list, not {_kind(turns)}")
+        date = _when(session.get("date"), where, "date")
+        counters = {}
+        for index, obj in enumerate(turns, start=1):
+            yield _message(obj, f"{where} turn {index}", counters, session=session_id, event_time=date)
+
+
+def _from_locomo(doc: Any, path: Path) -> Iterator[_Turn]:
+    samples = doc if isinstance(doc, list) else [doc]
+    # one sample lands in the target namespace itself; several get one sub-namespace each
+    several = len(samples) > 1
+    seen: set[str] = set()
+    checked: list[tuple[Suffix, str, Mapping[str, Any]]] = []
+    for number, sample in enumerate(samples, start=1):
+        where = f"{path} sample {number}"
+        if not isinstance(sample, Mapping):
+            raise UserError(f"{where}: expected a LoCoMo sample object, got {_kind(sample)}")
+        sample_id = _ident(sample.get("sample_id"), where, "sample_id")
+        if sample_id is not None:
+            where = f"{path} sample {sample_id!r}"
+        conversation = sample.get("conversation")
+        if conversation is None:
+            raise UserError(f"{where}: missing field 'conversation'")
+        if not isinstance(conversation, Mapping):
+            raise UserError(f"{where}: 'conversation' must be an object, not {_kind(conversation)}")
+        suffix: Suffix = None
+        if several:
+            if sample_id is None:
+                raise UserError(f"{where}: missing field 'sample_id' (needed to name its namespace)")
+            if sample_id in seen:
+                raise UserError(f"{where}: sample_id {sample_id!r} appears twice")
+            seen.add(sample_id)
+            try:
+                suffix = parse_namespace((sample_id,))
+            except UserError as exc:
+                raise UserError(f"{where}: sample_id cannot name a namespace: {exc.message}") from None
+        checked.append((suffix, where, conversation))
+    for suffix, where, conversation in checked:
+        yield from _locomo_sessions(conversation, where, suffix)
+
+
+def _locomo_sessions(conversation: Mapping[str, Any], where: str, suffix: Suffix) -> Iterator[_Turn]:
+    numbers = sorted(int(m.group(1)) for key in conversation if (m := _SESSION_KEY.match(str(key))))
+    for number in numbers:
+        session_id = f"session_{number}"
+        here = f"{where} {session_id}"
+        turns = conversation[session_id]
+        if not isinstance(turns, list):
+            raise UserError(f"{here}: must be a list of turns, not {_kind(turns)}")
+        raw_date = conversation.get(f"{session_id}_date_time")
+        date = None
+        if raw_date not in (None, ""):
+            try:
+                date = parse_locomo_date(raw_date)
+            except UserError as exc:
+                raise UserError(f"{here}_date_time: {exc.message}") from None
+        for index, obj in enumerate(turns, start=1):
+            turn_where = f"{here} turn {index}"
+            if not isinstance(obj, Mapping):
+                raise UserError(f"{turn_where}: expected an object, got {_kind(obj)}")
+            dia_id = _ident(obj.get("dia_id"), turn_where, "dia_id")
+            if dia_id is None:
+                raise UserError(f"{turn_where}: missing field 'dia_id'")
+            turn_where = f"{here} turn {dia_id}"
+            speaker = _required_text(obj, ("speaker",), turn_where)
+            body = _required_text(obj, ("text",), turn_where)
+            request = _request(speaker, body, _caption(obj, turn_where), date, session_id, dia_id, dia_id)
+            yield _Turn(suffix, turn_where, session_id, request)
+
+
+def _message(
+    obj: Any, where: str, counters: dict[str | None, int], *, session: str | None, event_time: datetime | None
+) -> _Turn:
+    """A message object: speaker|role, text|content, and optional time, session, id, blip_caption."""
+    if not isinstance(obj, Mapping):
+        raise UserError(f"{where}: expected a message object, got {_kind(obj)}")
+    speaker = _required_text(obj, ("speaker", "role"), where)
+    body = _required_text(obj, ("text", "content"), where)
+    if session is None:
+        session = _ident(obj.get("session"), where, "session")
+    external_id = _ident(obj.get("id"), where, "id")
+    counters[session] = counters.get(session, 0) + 1
+    turn_id = external_id or (f"{session}:{counters[session]}" if session else str(counters[session]))
+    when = _when(obj.get("time"), where, "time") or event_time
+    request = _request(speaker, body, _caption(obj, where), when, session, turn_id, external_id)
+    return _Turn(None, where, session, request)
+
+
+def _request(
+    speaker: str,
+    body: str,
+    caption: str | None,
+    event_time: datetime | None,
+    session_id: str | None,
+    turn_id: str | None,
+    external_id: str | None,
+) -> WriteRequest:
+    text = f"{speaker}: {body}"
+    if caption:
+        text += f" [shares an image: {caption}]"
+    return WriteRequest(
+        text=text,
+        level=Level.short,
+        event_time=event_time,
+        provenance={
+            "source": "message",
+            "session_id": session_id,
+            "turn_id": turn_id,
+            "external_id": external_id,
+            "speaker": speaker,
+        },
+        labels=dict(TURN_LABELS),
+    )
+
+
+def _required_text(obj: Mapping[str, Any], names: tuple[str, ...], where: str) -> str:
+    """The first of `names` present in obj, as non-empty text."""
+    name = next((n for n in names if n in obj), None)
+    if name is None:
+        spelled = " (or ".join(repr(n) for n in names) + ")" * (len(names) - 1)
+        raise UserError(f"{where}: missing field {spelled}")
+    value = obj[name]
+    if not isinstance(value, str):
+        raise UserError(f"{where}: {name!r} must be a string, not {_kind(value)}")
+    if not value.strip():
+        raise UserError(f"{where}: {name!r} is empty")
+    return value.strip() if name in ("speaker", "role") else value
+
+
+def _caption(obj: Mapping[str, Any], where: str) -> str | None:
+    caption = obj.get("blip_caption")
+    if caption is None:
+        return None
+    if not isinstance(caption, str):
+        raise UserError(f"{where}: 'blip_caption' must be a string, not {_kind(caption)}")
+    return caption.strip() or None
+
+
+def _ident(value: Any, where: str, name: str) -> str | None:
+    """An optional identifier field: a string or an integer, as a string."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise UserError(f"{where}: {name!r} must be a string, not {_kind(value)}")
+    text = str(value).strip()
+    return text or None
+
+
+def _when(value: Any, where: str, name: str) -> datetime | None:
+    try:
+        return inputs.when(value, name)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc.message}") from None
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
