@@ -10,7 +10,8 @@ from memos.embed import Embedder
 from memos.storage.catalog import Catalog, CubeFilter
 from memos.storage.vectors import VectorIndex, to_where
 
-#: BM25 scores below this come only from terms found in (nearly) every cube: no evidence, so not ranked
+#: BM25 scores below this come only from terms found in most cubes (FTS5 clamps their idf to ~0); when
+#: some hits score above it, the rest carry no evidence and are dropped from the lexical list
 MIN_LEXICAL_SCORE = 1e-3
 #: the RRF constant of Cormack et al. (2009): damps the gap between the first few ranks
 RRF_K = 60
@@ -59,7 +60,9 @@ def hybrid_search(
     pool = num_candidates or max(50, 4 * k)
     query_vector = embedder.embed([query])[0]
     dense = vectors.query(query_vector, pool, to_where(flt))
-    lexical = [(i, s) for i, s in catalog.lexical(query, flt, pool) if s >= MIN_LEXICAL_SCORE]
+    lexical = catalog.lexical(query, flt, pool)
+    if any(s >= MIN_LEXICAL_SCORE for _, s in lexical):
+        lexical = [(i, s) for i, s in lexical if s >= MIN_LEXICAL_SCORE]
     # the catalog is the source of truth: drop anything the index returned that the filter now excludes
     allowed = set(catalog.filter_ids([i for i, _ in dense], flt))
     dense = [(i, s) for i, s in dense if i in allowed]
