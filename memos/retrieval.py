@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from memos.cube import MemCube
 from memos.embed import Embedder
 from memos.storage.catalog import Catalog, CubeFilter
-from memos.storage.vectors import VectorIndex, to_where
+from memos.storage.vectors import VectorIndex
 
 #: BM25 scores below this come only from terms found in most cubes (FTS5 clamps their idf to ~0); when
 #: some hits score above it, the rest carry no evidence and are dropped from the lexical list
 MIN_LEXICAL_SCORE = 1e-3
+#: a filter matching at most this many cubes is searched exactly among them (chromadb `ids`)
+MAX_EXACT_CANDIDATES = 4000
 #: the RRF constant of Cormack et al. (2009): damps the gap between the first few ranks
 RRF_K = 60
 
@@ -59,13 +63,10 @@ def hybrid_search(
     """The k best cubes for a query under a filter, from both lists, fused."""
     pool = num_candidates or max(50, 4 * k)
     query_vector = embedder.embed([query])[0]
-    dense = vectors.query(query_vector, pool, to_where(flt))
+    dense = dense_candidates(catalog, vectors, query_vector, flt, pool)
     lexical = catalog.lexical(query, flt, pool)
     if any(s >= MIN_LEXICAL_SCORE for _, s in lexical):
         lexical = [(i, s) for i, s in lexical if s >= MIN_LEXICAL_SCORE]
-    # the catalog is the source of truth: drop anything the index returned that the filter now excludes
-    allowed = set(catalog.filter_ids([i for i, _ in dense], flt))
-    dense = [(i, s) for i, s in dense if i in allowed]
     dense_ids = [i for i, _ in dense]
     lexical_ids = [i for i, _ in lexical]
     fused = fuse([dense_ids, lexical_ids], [dense_weight, lexical_weight])[:k]
@@ -86,3 +87,26 @@ def hybrid_search(
         for i, score in fused
         if i in cubes
     ]
+
+
+def dense_candidates(
+    catalog: Catalog, vectors: VectorIndex, query_vector: np.ndarray, flt: CubeFilter, pool: int
+) -> list[tuple[str, float]]:
+    """Up to `pool` nearest cubes that match the filter, as (id, cosine), best first.
+
+    The catalog decides what matches (it is the source of truth); the index only ranks. A
+    selective filter is searched exactly among its matching ids; a broad one takes ever more
+    nearest neighbours from the whole graph until `pool` of them pass the filter.
+    """
+    if catalog.count_upto(flt, MAX_EXACT_CANDIDATES + 1) <= MAX_EXACT_CANDIDATES:
+        candidates = catalog.ids(flt)
+        return vectors.query(query_vector, min(pool, len(candidates)), ids=candidates) if candidates else []
+    total = vectors.count()
+    fetch = min(total, 4 * pool)
+    while True:
+        nearest = vectors.query(query_vector, fetch)
+        allowed = set(catalog.filter_ids([i for i, _ in nearest], flt))
+        passed = [(i, s) for i, s in nearest if i in allowed]
+        if len(passed) >= pool or fetch >= total:
+            return passed[:pool]
+        fetch = min(total, 4 * fetch)

@@ -276,11 +276,29 @@ class Catalog:
             return int(c.execute(sa.select(sa.func.count()).select_from(cubes).where(self.where(flt))).scalar_one())
 
     def filter_ids(self, ids: Sequence[str], flt: CubeFilter) -> list[str]:
-        """The subset of ids that also match the filter (order not kept)."""
+        """The ids that also match the filter, in the order given."""
         if not ids:
             return []
+        keep: set[str] = set()
         with self.read() as c:
-            stmt = sa.select(cubes.c.id).where(cubes.c.id.in_(list(ids))).where(self.where(flt))
+            for start in range(0, len(ids), 900):
+                chunk = list(ids[start : start + 900])
+                stmt = sa.select(cubes.c.id).where(cubes.c.id.in_(chunk)).where(self.where(flt))
+                keep.update(c.execute(stmt).scalars())
+        return [i for i in ids if i in keep]
+
+    def count_upto(self, flt: CubeFilter, limit: int) -> int:
+        """Number of cubes matching a filter, counting no further than `limit`."""
+        inner = sa.select(sa.literal(1)).select_from(cubes).where(self.where(flt)).limit(limit).subquery()
+        with self.read() as c:
+            return int(c.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
+
+    def ids(self, flt: CubeFilter, limit: int | None = None) -> list[str]:
+        """Ids of the cubes matching a filter."""
+        stmt = sa.select(cubes.c.id).where(self.where(flt))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.read() as c:
             return list(c.execute(stmt).scalars())
 
     def versions(self, cube_id: str) -> list[MemCube]:
@@ -374,6 +392,7 @@ class Catalog:
             return []
         fts = sa.table("cubes_fts", sa.column("rowid"), sa.column("rid"), sa.column("tsv"))
         if self.dialect == "sqlite":
+            terms = self._informative_terms(terms)
             # bm25() is lower-is-better; any term may match (OR), BM25 rewards matching more of them
             match = " OR ".join(f'"{t}"' for t in terms)
             score = sa.func.bm25(sa.literal_column("cubes_fts"))
@@ -400,6 +419,21 @@ class Catalog:
             sign = 1.0
         with self.read() as c:
             return [(cid, sign * float(s)) for cid, s in c.execute(stmt)]
+
+    def _informative_terms(self, terms: list[str]) -> list[str]:
+        """Drop terms found in more than half of the cubes while rarer ones remain.
+
+        FTS5's BM25 clamps the idf of such terms to ~0, so they cannot change the ranking, yet
+        scoring their long posting lists is most of the cost of a query.
+        """
+        with self.read() as c:
+            marks = ",".join("?" for _ in terms)
+            df = dict(
+                c.exec_driver_sql(f"SELECT term, doc FROM cubes_fts_vocab WHERE term IN ({marks})", tuple(terms)).all()
+            )
+            num_docs = c.exec_driver_sql("SELECT count(*) FROM cubes_fts_docsize").scalar_one()
+        kept = [t for t in terms if df.get(t, 0) * 2 <= num_docs]
+        return kept or terms
 
     # ---- vector outbox -----------------------------------------------------------------------
 

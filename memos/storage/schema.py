@@ -77,7 +77,6 @@ cubes = sa.Table(
     sa.Column("embedder", sa.String(128), nullable=True),
     sa.Index("ix_cubes_ns_level", "ns", "level"),
     sa.Index("ix_cubes_external_id", "external_id"),
-    sa.Index("ix_cubes_status", "status"),
 )
 
 cube_tags = sa.Table(
@@ -150,11 +149,25 @@ def _v3_vector_outbox(conn: Connection) -> None:
     vector_outbox.create(conn, checkfirst=True)
 
 
+def _v4_drop_status_index(conn: Connection) -> None:
+    # four statuses make a useless index, and without statistics SQLite picks it over the unique id
+    # index for `id IN (...) AND status = ...`, scanning every active cube
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_cubes_status")
+
+
+def _v5_lexical_vocabulary(conn: Connection) -> None:
+    # per-term document counts, so queries can skip terms found in most cubes (BM25 gives them ~0)
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("CREATE VIRTUAL TABLE IF NOT EXISTS cubes_fts_vocab USING fts5vocab(cubes_fts, 'row')")
+
+
 #: applied in this order, each once, recorded by name in schema_migrations
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_core_tables", _v1_core),
     ("0002_lexical_index", _v2_lexical),
     ("0003_vector_outbox", _v3_vector_outbox),
+    ("0004_drop_status_index", _v4_drop_status_index),
+    ("0005_lexical_vocabulary", _v5_lexical_vocabulary),
 ]
 
 

@@ -140,20 +140,27 @@ class VectorIndex:
         for start in range(0, len(ids), 5000):
             self._collection.delete(ids=list(ids[start : start + 5000]))
 
-    def query(self, vector: np.ndarray, n: int, where: dict[str, Any] | None) -> list[tuple[str, float]]:
-        """Nearest (id, cosine similarity) pairs, best first."""
-        total = self.count()
-        if total == 0 or n <= 0:
+    def query(
+        self, vector: np.ndarray, n: int, *, where: dict[str, Any] | None = None, ids: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """Nearest (id, cosine similarity) pairs, best first, optionally only among `ids` or under `where`.
+
+        An unrestricted query walks the HNSW graph (milliseconds); `where` makes chromadb scan the
+        metadata of every vector first (tens of milliseconds per 10k vectors), so callers prefer
+        `ids` for selective filters and over-fetch-then-filter for broad ones.
+        """
+        if n <= 0 or (ids is not None and not ids):
             return []
         result = self._collection.query(
             query_embeddings=vector.reshape(1, -1),
-            n_results=min(n, total),
+            n_results=n,
             where=where,
+            ids=list(ids) if ids is not None else None,
             include=["distances"],
         )
-        ids = result["ids"][0]
-        dists = result["distances"][0] if result["distances"] else [0.0] * len(ids)
-        return [(i, 1.0 - float(d)) for i, d in zip(ids, dists, strict=True)]
+        found = result["ids"][0]
+        dists = result["distances"][0] if result["distances"] else [0.0] * len(found)
+        return [(i, 1.0 - float(d)) for i, d in zip(found, dists, strict=True)]
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Which of these ids have a vector."""

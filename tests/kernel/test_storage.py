@@ -20,7 +20,17 @@ def test_migrations_are_named_ordered_and_idempotent(tmp_path: Path) -> None:
     with catalog.read() as conn:
         names = list(conn.execute(sa.text("SELECT name FROM schema_migrations ORDER BY name")).scalars())
         mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()
-    assert names == [name for name, _ in MIGRATIONS] == ["0001_core_tables", "0002_lexical_index", "0003_vector_outbox"]
+    assert (
+        names
+        == [name for name, _ in MIGRATIONS]
+        == [
+            "0001_core_tables",
+            "0002_lexical_index",
+            "0003_vector_outbox",
+            "0004_drop_status_index",
+            "0005_lexical_vocabulary",
+        ]
+    )
     assert mode == "wal"
     with catalog.tx() as conn:
         assert migrate(conn) == []
