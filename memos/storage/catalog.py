@@ -96,6 +96,9 @@ _STOPWORDS = frozenset(
     ]
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
+#: below this many indexed cubes every query term is kept (pruning only pays off, and df is only
+#: meaningful, on larger collections)
+MIN_DOCS_TO_PRUNE = 1000
 #: statuses whose text stays searchable (archived = paged out, found on demand)
 SEARCHABLE = ("active", "archived")
 
@@ -432,6 +435,8 @@ class Catalog:
                 c.exec_driver_sql(f"SELECT term, doc FROM cubes_fts_vocab WHERE term IN ({marks})", tuple(terms)).all()
             )
             num_docs = c.exec_driver_sql("SELECT count(*) FROM cubes_fts_docsize").scalar_one()
+        if num_docs < MIN_DOCS_TO_PRUNE:
+            return terms
         kept = [t for t in terms if df.get(t, 0) * 2 <= num_docs]
         return kept or terms
 
