@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     vector_url: str | None = None
     #: "minilm" (local all-MiniLM-L6-v2), "hash" / "hash:DIM" (deterministic), "openai:MODEL"
     embedder: str = "minilm"
-    embed_batch_size: int = Field(default=64, ge=1, le=4096)
+    embed_batch_size: int = Field(default=32, ge=1, le=4096)
     #: tiktoken encoding used for token counts when no local model is active
     tokenizer: str = "cl100k_base"
     #: "none", "openai:MODEL" (any OpenAI-compatible server at openai_base_url)

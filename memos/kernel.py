@@ -180,7 +180,8 @@ class MemOS:
             return
         current = self.catalog.get(ids)
         keep = [c for c in current.values() if c.kind == Kind.plaintext and c.content and c.status.value in SEARCHABLE]
-        drop = [i for i in ids if i not in {c.id for c in keep}]
+        kept = {c.id for c in keep}
+        drop = [i for i in ids if i not in kept]
         if keep:
             given = vectors or {}
             todo = [c for c in keep if c.id not in given]
@@ -255,8 +256,8 @@ class Session:
                 owner = mos.governance.claim(conn, self.user, ns)
                 for cube in cubes:
                     cube.header.acl = ACL(owner=owner)
-                    mos.catalog.insert_cube(conn, cube)
-                    mos.catalog.audit(conn, at=now, actor=self.user, action="write", cube_id=cube.id, ns=_path(cube))
+                mos.catalog.insert_cubes(conn, cubes)
+                mos.catalog.audit_many(conn, at=now, actor=self.user, action="write", cubes_=cubes)
             mos.sync_vectors([c.id for c in cubes], dict(zip([c.id for c in cubes], vectors, strict=True)))
         return cubes
 

@@ -198,9 +198,14 @@ class Catalog:
 
     def insert_cube(self, conn: Connection, cube: MemCube) -> None:
         """Add a new cube with its first version snapshot, tags, labels and lexical entry."""
-        result = conn.execute(sa.insert(cubes).values(**_to_row(cube)))
-        rid = int(result.inserted_primary_key[0])
-        self._write_side_tables(conn, cube, rid, new_version=True)
+        self.insert_cubes(conn, [cube])
+
+    def insert_cubes(self, conn: Connection, new: Sequence[MemCube]) -> None:
+        """Add new cubes in one round of batched statements (one executemany per table)."""
+        if not new:
+            return
+        conn.execute(sa.insert(cubes), [_to_row(c) for c in new])
+        self._write_side_tables(conn, new, new_version=True)
 
     def replace_cube(self, conn: Connection, cube: MemCube, *, new_version: bool) -> None:
         """Overwrite a cube's current state; record a version snapshot when new_version."""
@@ -209,28 +214,42 @@ class Catalog:
         conn.execute(sa.delete(cube_tags).where(cube_tags.c.cube_id == cube.id))
         conn.execute(sa.delete(cube_labels).where(cube_labels.c.cube_id == cube.id))
         self._lexical_delete(conn, rid)
-        self._write_side_tables(conn, cube, rid, new_version=new_version)
+        self._write_side_tables(conn, [cube], new_version=new_version)
 
-    def _write_side_tables(self, conn: Connection, cube: MemCube, rid: int, *, new_version: bool) -> None:
-        if cube.header.tags:
-            conn.execute(sa.insert(cube_tags), [{"cube_id": cube.id, "tag": t} for t in cube.header.tags])
-        if cube.header.labels:
-            conn.execute(
-                sa.insert(cube_labels),
-                [{"cube_id": cube.id, "key": k, "value": v} for k, v in cube.header.labels.items()],
-            )
+    def _write_side_tables(self, conn: Connection, batch: Sequence[MemCube], *, new_version: bool) -> None:
+        tags = [{"cube_id": c.id, "tag": t} for c in batch for t in c.header.tags]
+        if tags:
+            conn.execute(sa.insert(cube_tags), tags)
+        labels = [{"cube_id": c.id, "key": k, "value": v} for c in batch for k, v in c.header.labels.items()]
+        if labels:
+            conn.execute(sa.insert(cube_labels), labels)
         if new_version:
             conn.execute(
-                sa.insert(cube_versions).values(
-                    cube_id=cube.id,
-                    version=cube.header.version,
-                    snapshot=cube.model_dump_json(),
-                    recorded_at=to_micros(cube.header.updated_at),
-                )
+                sa.insert(cube_versions),
+                [
+                    {
+                        "cube_id": c.id,
+                        "version": c.header.version,
+                        "snapshot": c.model_dump_json(),
+                        "recorded_at": to_micros(c.header.updated_at),
+                    }
+                    for c in batch
+                ],
             )
-        if cube.content and cube.status in SEARCHABLE:
-            self._lexical_insert(conn, rid, cube.content)
-        self.queue_vector_sync(conn, [cube.id], cube.header.updated_at)
+        searchable = [c for c in batch if c.content and c.status in SEARCHABLE]
+        if searchable:
+            rids = self._rids(conn, [c.id for c in searchable])
+            self._lexical_insert(conn, [(rids[c.id], c.text) for c in searchable])
+        self.queue_vector_sync(conn, [c.id for c in batch], batch[0].header.updated_at)
+
+    def _rids(self, conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for start in range(0, len(ids), 900):
+            chunk = list(ids[start : start + 900])
+            out.update(
+                (i, int(r)) for i, r in conn.execute(sa.select(cubes.c.id, cubes.c.rid).where(cubes.c.id.in_(chunk)))
+            )
+        return out
 
     def purge_cube(self, conn: Connection, cube_id: str, when: datetime) -> None:
         """Remove every trace of a cube except the audit log (hard forget)."""
@@ -373,13 +392,13 @@ class Catalog:
 
     # ---- lexical index -----------------------------------------------------------------------
 
-    def _lexical_insert(self, conn: Connection, rid: int, text: str) -> None:
+    def _lexical_insert(self, conn: Connection, rows: Sequence[tuple[int, str]]) -> None:
         if self.dialect == "sqlite":
-            conn.exec_driver_sql("INSERT INTO cubes_fts(rowid, content) VALUES (?, ?)", (rid, text))
+            conn.exec_driver_sql("INSERT INTO cubes_fts(rowid, content) VALUES (?, ?)", list(rows))
         else:
             conn.execute(
                 sa.text("INSERT INTO cubes_fts (rid, tsv) VALUES (:rid, to_tsvector('english', :t))"),
-                {"rid": rid, "t": text},
+                [{"rid": rid, "t": text} for rid, text in rows],
             )
 
     def _lexical_delete(self, conn: Connection, rid: int) -> None:
@@ -498,6 +517,25 @@ class Catalog:
                 detail=json.dumps(dict(detail or {}), sort_keys=True, default=str),
             )
         )
+
+    def audit_many(self, conn: Connection, *, at: datetime, actor: str, action: str, cubes_: Sequence[MemCube]) -> None:
+        """One audit entry per cube, in one batched statement."""
+        if cubes_:
+            at_us = to_micros(at)
+            conn.execute(
+                sa.insert(audit),
+                [
+                    {
+                        "at": at_us,
+                        "actor": actor,
+                        "action": action,
+                        "cube_id": c.id,
+                        "ns": ns_path(c.namespace),
+                        "detail": "{}",
+                    }
+                    for c in cubes_
+                ],
+            )
 
     def audit_log(self, *, cube_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Audit entries, newest first, optionally for one cube."""
