@@ -31,6 +31,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from memos.kernel import MemOS, WriteRequest
     from memos.retrieval import Hit
 
 #: progress bars appear only for ingests at least this long (and only on a terminal)
@@ -123,8 +124,15 @@ def ingest(
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Target namespace, e.g. alice/chat.")],
     fmt: Annotated[str, typer.Option("--format", help="auto, json, jsonl or locomo.")] = "auto",
     batch: Annotated[int, typer.Option("--batch", min=1, max=4096, help="Turns per write transaction.")] = 64,
+    again: Annotated[
+        bool, typer.Option("--again", help="Also write turns whose id is already stored in the namespace.")
+    ] = False,
 ) -> None:
-    """Write every turn of a conversation file as a memory (the whole file is checked first)."""
+    """Write every turn of a conversation file as a memory (the whole file is checked first).
+
+    Turns whose id (external id) is already stored in the target namespace are skipped, so running
+    the same ingest twice, or after an interruption, writes each turn once.
+    """
     from memos import ingest as reader
     from memos.cube import Right, ns_path, parse_namespace
 
@@ -153,14 +161,25 @@ def ingest(
             transient=True,
         ) as progress:
             task = progress.add_task("ingest", total=found.num_turns)
-            written = 0
+            written = skipped = 0
             items = reader.iter_requests(file, found.format, max_text_chars=limit)
             for suffix, requests in reader.batched(items, batch):
-                written += len(session.write_many(target + (suffix or ()), requests))
+                ns = target + (suffix or ())
+                fresh = requests if again else _not_yet_stored(mos, ns, requests)
+                skipped += len(requests) - len(fresh)
+                written += len(session.write_many(ns, fresh))
                 progress.advance(task, len(requests))
     where = ns_path(target) if len(targets) == 1 else f"{len(targets)} namespaces under {ns_path(target)}"
     sessions = plural(found.num_sessions, "session")
-    typer.echo(f"ingested {plural(written, 'turn')} ({sessions}, format {found.format}) from {file} into {where}")
+    note = f"; skipped {plural(skipped, 'turn')} already stored" if skipped else ""
+    typer.echo(f"ingested {plural(written, 'turn')} ({sessions}, format {found.format}) from {file} into {where}{note}")
+
+
+def _not_yet_stored(mos: MemOS, ns: tuple[str, ...], requests: list[WriteRequest]) -> list[WriteRequest]:
+    """The requests whose external id is not already a cube in the namespace."""
+    ext = [r.provenance.get("external_id") for r in requests if r.provenance]
+    stored = mos.catalog.existing_external_ids("/".join(ns), [e for e in ext if e])
+    return [r for r in requests if not (r.provenance and r.provenance.get("external_id") in stored)]
 
 
 def search(

@@ -33,7 +33,7 @@ from memos.ids import new_id
 from memos.log import get_logger
 from memos.retrieval import Hit, hybrid_search
 from memos.storage.catalog import SEARCHABLE, Catalog, CubeFilter
-from memos.storage.vectors import VectorIndex, cube_metadata
+from memos.storage.vectors import VectorIndex
 from memos.tokens import Tokenizer, get_tokenizer
 
 log = get_logger("kernel")
@@ -185,9 +185,13 @@ class MemOS:
         if keep:
             given = vectors or {}
             todo = [c for c in keep if c.id not in given]
-            fresh = dict(zip([c.id for c in todo], self.embedder.embed([c.text for c in todo]), strict=True))
+            fresh = (
+                dict(zip([c.id for c in todo], self.embedder.embed([c.text for c in todo]), strict=True))
+                if todo
+                else {}
+            )
             matrix = np.stack([given.get(c.id, fresh.get(c.id)) for c in keep])
-            self.vectors.upsert([c.id for c in keep], matrix, [cube_metadata(c) for c in keep])
+            self.vectors.upsert([c.id for c in keep], matrix)
         if drop:
             self.vectors.delete(drop)
         self.catalog.clear_vector_sync(list(ids))
@@ -338,18 +342,7 @@ class Session:
                     "level": inputs.enum_value(Level, level, "level") if level is not None else cube.level,
                 }
             )
-            with mos.catalog.tx() as conn:
-                mos.catalog.replace_cube(conn, new, new_version=True)
-                mos.catalog.audit(
-                    conn,
-                    at=now,
-                    actor=self.user,
-                    action="update",
-                    cube_id=new.id,
-                    ns=_path(new),
-                    detail={"version": header.version},
-                )
-            mos.sync_vectors([new.id])
+            self._commit(new, action="update", now=now, new_version=True, detail={"version": header.version})
             return new
 
     def forget(self, cube_id: str, *, hard: bool = False) -> None:
@@ -358,26 +351,21 @@ class Session:
         with mos._write_lock:
             cube = self._load(cube_id, Right.write)
             now = mos.clock.now()
-            with mos.catalog.tx() as conn:
-                if hard:
+            if hard:
+                with mos.catalog.tx() as conn:
                     mos.catalog.purge_cube(conn, cube.id, now)
-                else:
-                    if cube.status == Status.deleted:
-                        return
-                    header = cube.header.model_copy(deep=True)
-                    header.lifecycle.status = Status.deleted
-                    header.updated_at = now
-                    mos.catalog.replace_cube(conn, cube.model_copy(update={"header": header}), new_version=False)
-                mos.catalog.audit(
-                    conn,
-                    at=now,
-                    actor=self.user,
-                    action="forget",
-                    cube_id=cube.id,
-                    ns=_path(cube),
-                    detail={"hard": hard},
-                )
-            mos.sync_vectors([cube.id])
+                    mos.catalog.audit(
+                        conn,
+                        at=now,
+                        actor=self.user,
+                        action="forget",
+                        cube_id=cube.id,
+                        ns=_path(cube),
+                        detail={"hard": True},
+                    )
+                mos.sync_vectors([cube.id])
+            elif cube.status != Status.deleted:
+                self._commit(_with_status(cube, Status.deleted, now), action="forget", now=now, detail={"hard": False})
 
     def restore(self, cube_id: str) -> MemCube:
         """Bring a soft-forgotten cube back to active."""
@@ -386,15 +374,8 @@ class Session:
             cube = self._load(cube_id, Right.write)
             if cube.status != Status.deleted:
                 raise Conflict(f"cube {cube.id} is {cube.status.value}, not forgotten")
-            now = mos.clock.now()
-            header = cube.header.model_copy(deep=True)
-            header.lifecycle.status = Status.active
-            header.updated_at = now
-            restored = cube.model_copy(update={"header": header})
-            with mos.catalog.tx() as conn:
-                mos.catalog.replace_cube(conn, restored, new_version=False)
-                mos.catalog.audit(conn, at=now, actor=self.user, action="restore", cube_id=cube.id, ns=_path(cube))
-            mos.sync_vectors([cube.id])
+            restored = _with_status(cube, Status.active, mos.clock.now())
+            self._commit(restored, action="restore", now=restored.header.updated_at)
             return restored
 
     # ---- reads -------------------------------------------------------------------------------
@@ -415,6 +396,7 @@ class Session:
         k: int = 10,
         *,
         level: Level | str | Sequence[Level | str] | None = None,
+        kind: Kind | str = Kind.plaintext,
         tags: Sequence[str] | None = None,
         labels: Mapping[str, str] | None = None,
         event_from: datetime | str | None = None,
@@ -429,7 +411,7 @@ class Session:
         flt = CubeFilter(
             prefixes=mos.governance.readable_prefixes(self.user, ns),
             levels=_levels(level),
-            kinds=[Kind.plaintext.value],
+            kinds=[inputs.enum_value(Kind, kind, "kind").value],
             statuses=SEARCHABLE if include_archived else (Status.active.value,),
             tags=inputs.tags(tags),
             labels=inputs.labels(labels),
@@ -516,9 +498,8 @@ class Session:
             due = mos.catalog.select(CubeFilter(prefixes=prefixes, statuses=SEARCHABLE, expiring_by=now))
             with mos.catalog.tx() as conn:
                 for cube in due:
-                    header = cube.header.model_copy(deep=True)
-                    header.lifecycle.status = Status.expired
-                    mos.catalog.replace_cube(conn, cube.model_copy(update={"header": header}), new_version=False)
+                    expired = _with_status(cube, Status.expired, cube.header.updated_at)
+                    mos.catalog.replace_cube(conn, expired, new_version=False)
                     mos.catalog.audit(conn, at=now, actor=self.user, action="expire", cube_id=cube.id, ns=_path(cube))
             synced = mos.recover()
         return {"expired": len(due), "vector_synced": synced}
@@ -539,6 +520,24 @@ class Session:
 
     # ---- helpers -----------------------------------------------------------------------------
 
+    def _commit(
+        self,
+        cube: MemCube,
+        *,
+        action: str,
+        now: datetime,
+        new_version: bool = False,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store a cube's new state with its audit entry in one transaction, then sync its vector."""
+        mos = self.mos
+        with mos.catalog.tx() as conn:
+            mos.catalog.replace_cube(conn, cube, new_version=new_version)
+            mos.catalog.audit(
+                conn, at=now, actor=self.user, action=action, cube_id=cube.id, ns=_path(cube), detail=detail
+            )
+        mos.sync_vectors([cube.id])
+
     def _load(self, cube_id: str, right: Right) -> MemCube:
         cid = inputs.cube_id(cube_id)
         cube = self.mos.catalog.get([cid]).get(cid)
@@ -546,6 +545,14 @@ class Session:
             raise NotFound(f"no cube with id {cid}", cube_id=cid)
         self.mos.governance.require_cube(self.user, cube, right)
         return cube
+
+
+def _with_status(cube: MemCube, status: Status, when: datetime) -> MemCube:
+    """A copy of the cube with a new lifecycle status, stamped as updated at `when`."""
+    header = cube.header.model_copy(deep=True)
+    header.lifecycle.status = status
+    header.updated_at = when
+    return cube.model_copy(update={"header": header})
 
 
 def _path(cube: MemCube) -> str:

@@ -16,7 +16,7 @@ from memos.storage.vectors import VectorIndex
 #: some hits score above it, the rest carry no evidence and are dropped from the lexical list
 MIN_LEXICAL_SCORE = 1e-3
 #: a filter matching at most this many cubes is searched exactly among them (chromadb `ids`)
-MAX_EXACT_CANDIDATES = 4000
+MAX_EXACT_CANDIDATES = 2000
 #: the RRF constant of Cormack et al. (2009): damps the gap between the first few ranks
 RRF_K = 60
 
@@ -101,12 +101,12 @@ def dense_candidates(
     if catalog.count_upto(flt, MAX_EXACT_CANDIDATES + 1) <= MAX_EXACT_CANDIDATES:
         candidates = catalog.ids(flt)
         return vectors.query(query_vector, min(pool, len(candidates)), ids=candidates) if candidates else []
-    total = vectors.count()
-    fetch = min(total, 4 * pool)
+    fetch = 4 * pool
     while True:
         nearest = vectors.query(query_vector, fetch)
         allowed = set(catalog.filter_ids([i for i, _ in nearest], flt))
         passed = [(i, s) for i, s in nearest if i in allowed]
-        if len(passed) >= pool or fetch >= total:
+        # fewer neighbours than asked for means the whole index has been seen
+        if len(passed) >= pool or len(nearest) < fetch:
             return passed[:pool]
-        fetch = min(total, 4 * fetch)
+        fetch *= 4

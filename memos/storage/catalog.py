@@ -31,74 +31,25 @@ from memos.storage.schema import (
     vector_outbox,
 )
 
-#: words too common to help lexical ranking (kept tiny: BM25's idf handles the rest)
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "he",
-        "her",
-        "his",
-        "i",
-        "if",
-        "in",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "she",
-        "so",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "they",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-    ]
+#: function words: they never help lexical ranking and their posting lists are the longest
+_STOPWORD_TEXT = (
+    "a about above after again against all am an and any are as at be because been before being below "
+    "between both but by can could did do does doing down during each few for from further had has have "
+    "having he her here hers herself him himself his how i if in into is it its itself just me more most "
+    "my myself no nor not now of off on once only or other our ours ourselves out over own same she "
+    "should so some such than that the their theirs them themselves then there these they this those "
+    "through to too under until up very was we were what when where which while who whom why will with "
+    "would you your yours yourself yourselves"
 )
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: below this many indexed cubes every query term is kept (pruning only pays off, and df is only
 #: meaningful, on larger collections)
 MIN_DOCS_TO_PRUNE = 1000
+#: on such collections, terms found in more than this share of the cubes are dropped while rarer ones
+#: remain: their idf is small (at most log 3 against ~5-7 for a distinctive word) and their long posting
+#: lists are most of a query's cost
+MAX_TERM_SHARE = 0.25
 #: statuses whose text stays searchable (archived = paged out, found on demand)
 SEARCHABLE = ("active", "archived")
 
@@ -315,6 +266,16 @@ class Catalog:
         with self.read() as c:
             return int(c.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
 
+    def existing_external_ids(self, ns: str, external_ids: Sequence[str]) -> set[str]:
+        """Which of these external ids already name a cube (of any status) in exactly this namespace."""
+        found: set[str] = set()
+        with self.read() as c:
+            for start in range(0, len(external_ids), 900):
+                chunk = list(external_ids[start : start + 900])
+                stmt = sa.select(cubes.c.external_id).where(cubes.c.ns == ns, cubes.c.external_id.in_(chunk))
+                found.update(c.execute(stmt).scalars())
+        return found
+
     def ids(self, flt: CubeFilter, limit: int | None = None) -> list[str]:
         """Ids of the cubes matching a filter."""
         stmt = sa.select(cubes.c.id).where(self.where(flt))
@@ -414,19 +375,7 @@ class Catalog:
             return []
         fts = sa.table("cubes_fts", sa.column("rowid"), sa.column("rid"), sa.column("tsv"))
         if self.dialect == "sqlite":
-            terms = self._informative_terms(terms)
-            # bm25() is lower-is-better; any term may match (OR), BM25 rewards matching more of them
-            match = " OR ".join(f'"{t}"' for t in terms)
-            score = sa.func.bm25(sa.literal_column("cubes_fts"))
-            stmt = (
-                sa.select(cubes.c.id, score.label("s"))
-                .select_from(fts.join(cubes, cubes.c.rid == fts.c.rowid))
-                .where(sa.literal_column("cubes_fts").op("MATCH")(match))
-                .where(self.where(flt))
-                .order_by(score, cubes.c.id)
-                .limit(limit)
-            )
-            sign = -1.0
+            return self._lexical_sqlite(self._informative_terms(terms), flt, limit)
         else:
             tsq = sa.func.to_tsquery("english", " | ".join(terms))
             score = sa.func.ts_rank_cd(fts.c.tsv, tsq)
@@ -438,16 +387,43 @@ class Catalog:
                 .order_by(score.desc(), cubes.c.id)
                 .limit(limit)
             )
-            sign = 1.0
         with self.read() as c:
-            return [(cid, sign * float(s)) for cid, s in c.execute(stmt)]
+            return [(cid, float(s)) for cid, s in c.execute(stmt)]
+
+    def _lexical_sqlite(self, terms: list[str], flt: CubeFilter, limit: int) -> list[tuple[str, float]]:
+        # any term may match (OR); BM25 rewards matching more of them. bm25() is lower-is-better.
+        match = " OR ".join(f'"{t}"' for t in terms)
+        with self.read() as c:
+            # first the best matches of the whole index, filtered afterwards: scoring without a join is
+            # several times faster, and for the usual broad filter most of them pass
+            fetch = 4 * limit
+            top = c.exec_driver_sql(
+                "SELECT rowid, bm25(cubes_fts) AS s FROM cubes_fts WHERE cubes_fts MATCH ? ORDER BY s LIMIT ?",
+                (match, fetch),
+            ).all()
+            rid_to_id: dict[int, str] = {}
+            for start in range(0, len(top), 900):
+                chunk = [rid for rid, _ in top[start : start + 900]]
+                stmt = sa.select(cubes.c.rid, cubes.c.id).where(cubes.c.rid.in_(chunk)).where(self.where(flt))
+                rid_to_id.update((int(r), i) for r, i in c.execute(stmt))
+            kept = sorted(((rid_to_id[r], -float(s)) for r, s in top if r in rid_to_id), key=lambda h: (-h[1], h[0]))
+            if len(kept) >= limit or len(top) < fetch:
+                return kept[:limit]
+            # a selective filter: score only the cubes it admits
+            fts = sa.table("cubes_fts", sa.column("rowid"))
+            score = sa.func.bm25(sa.literal_column("cubes_fts"))
+            stmt = (
+                sa.select(cubes.c.id, score.label("s"))
+                .select_from(fts.join(cubes, cubes.c.rid == fts.c.rowid))
+                .where(sa.literal_column("cubes_fts").op("MATCH")(match))
+                .where(self.where(flt))
+                .order_by(score, cubes.c.id)
+                .limit(limit)
+            )
+            return [(cid, -float(s)) for cid, s in c.execute(stmt)]
 
     def _informative_terms(self, terms: list[str]) -> list[str]:
-        """Drop terms found in more than half of the cubes while rarer ones remain.
-
-        FTS5's BM25 clamps the idf of such terms to ~0, so they cannot change the ranking, yet
-        scoring their long posting lists is most of the cost of a query.
-        """
+        """Drop the terms found in more than MAX_TERM_SHARE of the cubes while rarer ones remain."""
         with self.read() as c:
             marks = ",".join("?" for _ in terms)
             df = dict(
@@ -456,7 +432,7 @@ class Catalog:
             num_docs = c.exec_driver_sql("SELECT count(*) FROM cubes_fts_docsize").scalar_one()
         if num_docs < MIN_DOCS_TO_PRUNE:
             return terms
-        kept = [t for t in terms if df.get(t, 0) * 2 <= num_docs]
+        kept = [t for t in terms if df.get(t, 0) <= MAX_TERM_SHARE * num_docs]
         return kept or terms
 
     # ---- vector outbox -----------------------------------------------------------------------

@@ -160,6 +160,12 @@ def test_ingest_json_then_recall_by_provenance(cli: Cli, tmp_path: Path) -> None
     path.write_text(json.dumps(CONVERSATION))
     result = cli("ingest", str(path), "--namespace", "alice/chat", "--batch", "2")
     assert result.stdout == f"ingested 3 turns (2 sessions, format json) from {path} into alice/chat\n"
+    # a second run writes nothing: every turn id is already stored there
+    again = cli("ingest", str(path), "--namespace", "alice/chat")
+    assert again.stdout == (
+        f"ingested 0 turns (2 sessions, format json) from {path} into alice/chat; skipped 3 turns already stored\n"
+    )
+    assert cli.json("stats")["namespaces"] == [{"namespace": "alice/chat", "count": 3}]  # type: ignore[index]
     hits = cli.json("search", "alice/chat", "greyhound Biscuit", "-k", "1")
     assert isinstance(hits, list)
     cube = hits[0]["cube"]

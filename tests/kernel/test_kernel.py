@@ -111,6 +111,10 @@ def test_recall_filters(mos: MemOS) -> None:
     assert ids(alice.recall(("alice",), "trip", labels={"type": "fact"})) == {a.id}
     assert ids(alice.recall(("alice",), "trip", event_from="2023-05-01", event_to="2023-11-30")) == {c.id}
     assert ids(alice.recall(("alice",), "trip", event_to="2023-05-01")) == {a.id}
+    # only plaintext cubes hold searchable text until the activation/parametric tiers land
+    assert ids(alice.recall(("alice",), "trip", kind="activation")) == set()
+    with pytest.raises(UserError, match="invalid kind"):
+        alice.recall(("alice",), "trip", kind="jpeg")
 
 
 def test_namespace_prefix_does_not_match_siblings(mos: MemOS) -> None:
@@ -278,7 +282,7 @@ def test_catalog_is_source_of_truth_on_open(home, clock: ManualClock) -> None:  
         mos.vectors.delete(kept[:2])
         import numpy as np
 
-        mos.vectors.upsert(["01890a5d-ac96-774b-bcce-b302099a8057"], np.ones((1, 256), np.float32) / 16, [{"ns0": "x"}])
+        mos.vectors.upsert(["01890a5d-ac96-774b-bcce-b302099a8057"], np.ones((1, 256), np.float32) / 16)
     with MemOS.open(home, embedder="hash", clock=clock) as mos:
         assert mos.vectors.all_ids() == set(kept)
         assert mos.as_user("alice").recall(NS, "topic 0")[0].dense is not None

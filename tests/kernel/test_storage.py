@@ -11,7 +11,6 @@ from memos import MemOS
 from memos.retrieval import fuse
 from memos.storage.catalog import Catalog, CubeFilter, query_terms
 from memos.storage.schema import MIGRATIONS, from_micros, migrate, to_micros
-from memos.storage.vectors import to_where
 
 
 def test_migrations_are_named_ordered_and_idempotent(tmp_path: Path) -> None:
@@ -66,32 +65,6 @@ def test_rrf_fusion_exact() -> None:
     fused = fuse([["a", "b", "c"], ["c", "a"]])
     assert fused == [("a", 1 / 61 + 1 / 62), ("c", 1 / 63 + 1 / 61), ("b", 1 / 62)]
     assert fuse([["x"], ["y"]]) == [("x", 1 / 61), ("y", 1 / 61)]  # ties break by id
-
-
-def test_where_clause_translation() -> None:
-    flt = CubeFilter(
-        prefixes=["alice/chat"],
-        levels=["short", "mid"],
-        statuses=("active",),
-        tags=["move"],
-        labels={"type": "fact"},
-        event_from=datetime(2023, 1, 1, tzinfo=UTC),
-        now=datetime(2024, 1, 1, tzinfo=UTC),
-    )
-    assert to_where(flt) == {
-        "$and": [
-            {"$and": [{"ns0": "alice"}, {"ns1": "chat"}]},
-            {"level": {"$in": ["short", "mid"]}},
-            {"status": "active"},
-            {"tags": {"$contains": "move"}},
-            {"label.type": "fact"},
-            {"event_us": {"$gte": 1_672_531_200_000_000}},
-            {"expires_us": {"$gt": 1_704_067_200_000_000}},
-        ]
-    }
-    assert to_where(CubeFilter(prefixes=["a", "b"], statuses=("active", "archived"))) == {
-        "$and": [{"$or": [{"ns0": "a"}, {"ns0": "b"}]}, {"status": {"$in": ["active", "archived"]}}]
-    }
 
 
 def test_failed_transaction_leaves_nothing(mos: MemOS) -> None:
