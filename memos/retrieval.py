@@ -98,7 +98,14 @@ def dense_candidates(
     selective filter is searched exactly among its matching ids; a broad one takes ever more
     nearest neighbours from the whole graph until `pool` of them pass the filter.
     """
-    if catalog.count_upto(flt, MAX_EXACT_CANDIDATES + 1) <= MAX_EXACT_CANDIDATES:
+    narrowing = flt.tags or flt.labels or flt.levels is not None or flt.event_from or flt.event_to or flt.ids
+    if narrowing:
+        bound = catalog.count_upto(flt, MAX_EXACT_CANDIDATES + 1)
+    else:
+        # status, kind and expiry rarely exclude much: the namespace count (read from an index alone)
+        # is a close upper bound, and the broad path below stays exact whatever it says
+        bound = catalog.count_in_namespaces_upto(flt.prefixes, MAX_EXACT_CANDIDATES + 1)
+    if bound <= MAX_EXACT_CANDIDATES:
         candidates = catalog.ids(flt)
         return vectors.query(query_vector, min(pool, len(candidates)), ids=candidates) if candidates else []
     fetch = 4 * pool

@@ -276,6 +276,15 @@ class Catalog:
                 found.update(c.execute(stmt).scalars())
         return found
 
+    def count_in_namespaces_upto(self, prefixes: Sequence[str] | None, limit: int) -> int:
+        """Cubes of any status under the namespaces, counting no further than `limit` (index only)."""
+        stmt = sa.select(sa.literal(1)).select_from(cubes)
+        if prefixes is not None:
+            stmt = stmt.where(sa.or_(sa.false(), *(prefix_clause(cubes.c.ns, p) for p in prefixes)))
+        inner = stmt.limit(limit).subquery()
+        with self.read() as c:
+            return int(c.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
+
     def ids(self, flt: CubeFilter, limit: int | None = None) -> list[str]:
         """Ids of the cubes matching a filter."""
         stmt = sa.select(cubes.c.id).where(self.where(flt))
