@@ -1,0 +1,1 @@
+"""Benchmarks: each module runs on its own and writes a Markdown report under bench/results/."""
