@@ -502,6 +502,7 @@ class Session:
                     mos.catalog.replace_cube(conn, expired, new_version=False)
                     mos.catalog.audit(conn, at=now, actor=self.user, action="expire", cube_id=cube.id, ns=_path(cube))
             synced = mos.recover()
+        mos.catalog.optimize_lexical()
         return {"expired": len(due), "vector_synced": synced}
 
     # ---- archives ----------------------------------------------------------------------------

@@ -161,6 +161,12 @@ def _v5_lexical_vocabulary(conn: Connection) -> None:
         conn.exec_driver_sql("CREATE VIRTUAL TABLE IF NOT EXISTS cubes_fts_vocab USING fts5vocab(cubes_fts, 'row')")
 
 
+def _v6_filter_index(conn: Connection) -> None:
+    # lets counts and id lists under a namespace with status/kind/level/expiry conditions come from
+    # the index alone instead of reading every row
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_cubes_filter ON cubes (ns, status, kind, level, expires_at)")
+
+
 #: applied in this order, each once, recorded by name in schema_migrations
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_core_tables", _v1_core),
@@ -168,6 +174,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0003_vector_outbox", _v3_vector_outbox),
     ("0004_drop_status_index", _v4_drop_status_index),
     ("0005_lexical_vocabulary", _v5_lexical_vocabulary),
+    ("0006_filter_index", _v6_filter_index),
 ]
 
 

@@ -28,6 +28,7 @@ def test_migrations_are_named_ordered_and_idempotent(tmp_path: Path) -> None:
             "0003_vector_outbox",
             "0004_drop_status_index",
             "0005_lexical_vocabulary",
+            "0006_filter_index",
         ]
     )
     assert mode == "wal"
