@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -112,10 +110,7 @@ class Governance:
 
     def visible_prefixes(self, user: str) -> list[str]:
         """Every namespace path the user can read: owned roots plus grants."""
-        with self.catalog.read() as conn:
-            from memos.storage.schema import roots
-
-            owned = list(conn.execute(sa.select(roots.c.root).where(roots.c.owner == user)).scalars())
+        owned = self.catalog.roots_owned_by(user)
         granted = [g for g, _ in self.catalog.grants_for(user)]
         out: list[str] = []
         for path in sorted(set(owned) | set(granted)):
@@ -160,7 +155,3 @@ class Governance:
                 user=user,
                 namespace=ns_path(ns),
             )
-
-    def owners(self, roots_: Sequence[str]) -> dict[str, str | None]:
-        """Owner of each root."""
-        return {r: self.catalog.root_owner(r) for r in roots_}

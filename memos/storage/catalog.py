@@ -562,6 +562,11 @@ class Catalog:
         with self._conn(conn) as c:
             return c.execute(sa.select(roots.c.owner).where(roots.c.root == root)).scalar_one_or_none()
 
+    def roots_owned_by(self, user: str) -> list[str]:
+        """The namespace roots a user owns."""
+        with self.read() as c:
+            return list(c.execute(sa.select(roots.c.root).where(roots.c.owner == user)).scalars())
+
     def claim_root(self, conn: Connection, root: str, owner: str, when: datetime) -> None:
         """Record the owner of a namespace root."""
         conn.execute(sa.insert(roots).values(root=root, owner=owner, created_at=to_micros(when)))
