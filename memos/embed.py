@@ -189,7 +189,10 @@ class OpenAIEmbedder:
             try:
                 response = self._client.embeddings.create(model=self.model, input=batch)
             except openai.APIError as exc:
-                raise BackendError(f"embedding endpoint failed for model {self.model}: {exc}") from exc
+                where = self._client.base_url
+                raise BackendError(
+                    f"the embedding endpoint at {where} failed for model {self.model}: {exc}", url=str(where)
+                ) from exc
             ordered = sorted(response.data, key=lambda item: item.index)
             rows.extend(item.embedding for item in ordered)
         if not rows:

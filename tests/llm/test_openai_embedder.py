@@ -88,6 +88,7 @@ def test_failures_become_backend_errors_naming_the_model(openai_server: FakeOpen
     with pytest.raises(BackendError) as caught:
         make_embedder(openai_server, dim=8).embed(["x"])
 
-    assert str(caught.value).startswith("embedding endpoint failed for model fake-embed: ")
+    assert str(caught.value).startswith(f"the embedding endpoint at {openai_server.url}/ failed for model fake-embed: ")
+    assert caught.value.fields == {"url": f"{openai_server.url}/"}
     assert "nope" in str(caught.value)
     assert len(openai_server.requests) == 1
