@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
 from memos import inputs
 from memos.clock import Clock, SystemClock
@@ -30,6 +31,7 @@ from memos.embed import Embedder, make_embedder
 from memos.errors import Conflict, NotFound, UserError
 from memos.governance import Governance
 from memos.ids import new_id
+from memos.log import configure as configure_logging
 from memos.log import get_logger
 from memos.retrieval import Hit, hybrid_search
 from memos.storage.catalog import SEARCHABLE, Catalog, CubeFilter
@@ -84,6 +86,9 @@ class MemOS:
         rebuild_vectors: bool = False,
     ) -> None:
         self.settings = settings
+        if not structlog.is_configured():
+            # structlog's default prints every level to stdout: a library must not chatter there
+            configure_logging(json=settings.log_json, level=settings.log_level)
         self.clock: Clock = clock or SystemClock()
         self.home = settings.home
         self.home.mkdir(parents=True, exist_ok=True)
@@ -174,6 +179,21 @@ class MemOS:
             log.info("vector index repaired", missing=len(missing), extra=len(extra))
         return synced
 
+    def sync_after_commit(self, ids: Sequence[str], vectors: Mapping[str, np.ndarray] | None = None) -> None:
+        """Sync vectors for a change that is already committed; a failure is logged, never raised.
+
+        The change stays queued in the outbox, so `tick` or the next open indexes it; meanwhile
+        the cube is found through the lexical index.
+        """
+        try:
+            self.sync_vectors(ids, vectors)
+        except Exception as exc:
+            log.warning(
+                "vector index not updated; the change is saved and `memos tick` will index it",
+                num_cubes=len(ids),
+                error=str(exc),
+            )
+
     def sync_vectors(self, ids: Sequence[str], vectors: Mapping[str, np.ndarray] | None = None) -> None:
         """Make the index hold exactly the catalog's current state for these ids, then clear the outbox."""
         if not ids:
@@ -262,7 +282,7 @@ class Session:
                     cube.header.acl = ACL(owner=owner)
                 mos.catalog.insert_cubes(conn, cubes)
                 mos.catalog.audit_many(conn, at=now, actor=self.user, action="write", cubes_=cubes)
-            mos.sync_vectors([c.id for c in cubes], dict(zip([c.id for c in cubes], vectors, strict=True)))
+            mos.sync_after_commit([c.id for c in cubes], dict(zip([c.id for c in cubes], vectors, strict=True)))
         return cubes
 
     def _new_cube(self, ns: Namespace, req: WriteRequest, now: datetime) -> MemCube:
@@ -363,7 +383,7 @@ class Session:
                         ns=_path(cube),
                         detail={"hard": True},
                     )
-                mos.sync_vectors([cube.id])
+                mos.sync_after_commit([cube.id])
             elif cube.status != Status.deleted:
                 self._commit(_with_status(cube, Status.deleted, now), action="forget", now=now, detail={"hard": False})
 
@@ -537,7 +557,7 @@ class Session:
             mos.catalog.audit(
                 conn, at=now, actor=self.user, action=action, cube_id=cube.id, ns=_path(cube), detail=detail
             )
-        mos.sync_vectors([cube.id])
+        mos.sync_after_commit([cube.id])
 
     def _load(self, cube_id: str, right: Right) -> MemCube:
         cid = inputs.cube_id(cube_id)

@@ -24,11 +24,13 @@ def configure(json: bool = False, level: str = "warning") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # look sys.stderr up per logger, not once: it may be swapped (test runners, daemons)
+        logger_factory=lambda *_: structlog.PrintLogger(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     """Return a logger bound to a component name."""
-    return structlog.get_logger().bind(component=name)
+    # a lazy proxy: it follows configure() even when the module asking for it was imported first
+    return structlog.get_logger(component=name)  # type: ignore[no-any-return]

@@ -309,9 +309,24 @@ def test_reindex_switches_embedder(cli: Cli) -> None:
     assert json.loads(hits.stdout)[0]["cube"]["content"] == "Maya moved to Bristol"
 
 
-def test_log_json_flag_is_accepted(cli: Cli) -> None:
+def test_log_json_writes_json_lines(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    cube_id = add(cli, "alice/chat", "Maya moved to Bristol")
+    from memos import MemOS
+
+    with MemOS.open(cli.home, embedder="hash") as mos:
+        mos.vectors.delete([cube_id])  # the index lost a vector: the next open repairs it and says so
+    monkeypatch.setenv("MEMOS_LOG_LEVEL", "info")
     result = cli.runner.invoke(app, ["--home", str(cli.home), "--embedder", "hash", "--log-json", "tick"])
     assert result.exit_code == 0
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    repaired = [e for e in events if e["event"] == "vector index repaired"]
+    assert len(repaired) == 1
+    assert {k: repaired[0][k] for k in ("component", "level", "missing", "extra")} == {
+        "component": "kernel",
+        "level": "info",
+        "missing": 1,
+        "extra": 0,
+    }
 
 
 def test_export_and_import_round_trip(cli: Cli, tmp_path: Path) -> None:

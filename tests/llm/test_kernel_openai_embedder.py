@@ -49,3 +49,22 @@ def test_embedding_endpoint_failure_writes_nothing(
             alice.write(("alice",), "lost to a server error")
         assert [c.text for c in mos.catalog.select(CubeFilter())] == ["kept"]
         assert mos.vectors.count() == 1
+
+
+def test_update_survives_an_endpoint_failure_after_commit(
+    openai_server: FakeOpenAIServer, tmp_path: Path, clock: ManualClock
+) -> None:
+    settings = {"openai_base_url": openai_server.url, "openai_api_key": "sk-test", "openai_max_retries": 0}
+    with MemOS.open(tmp_path / "home", embedder="openai:fake-embed", clock=clock, **settings) as mos:
+        alice = mos.as_user("alice")
+        cube = alice.write(("alice",), "the spare key is under the plant")
+        openai_server.fail_next(503, count=1)
+        # the new text is committed before its vector is computed: the update stands, the vector waits
+        updated = alice.update(cube.id, "the spare key is with the neighbour")
+        assert alice.get(cube.id).text == updated.text == "the spare key is with the neighbour"
+        assert mos.catalog.pending_vector_sync() == [cube.id]
+        assert [h.cube.id for h in alice.recall(("alice",), "neighbour", k=1)] == [cube.id]
+        assert alice.tick() == {"expired": 0, "vector_synced": 1}
+        assert mos.catalog.pending_vector_sync() == []
+        hits = alice.recall(("alice",), "the spare key is with the neighbour", k=1)
+        assert hits[0].dense == pytest.approx(1.0, abs=1e-6)
