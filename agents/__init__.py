@@ -1,0 +1,1 @@
+"""LangGraph agents and workflows (memos.agents): arrive with the agents issue."""

@@ -1,0 +1,1 @@
+"""Memory policies such as Mem-α and MEM1 (memos.policies): arrive with the policies issue."""

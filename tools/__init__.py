@@ -1,0 +1,1 @@
+"""Tools that agents call (memos.tools): arrive with the agents issue."""
