@@ -198,6 +198,8 @@ class MemOS:
         """Make the index hold exactly the catalog's current state for these ids, then clear the outbox."""
         if not ids:
             return
+        # read the outbox before the catalog: a re-queue after this point survives the clear below
+        generations = self.catalog.vector_sync_generations(ids)
         current = self.catalog.get(ids)
         keep = [c for c in current.values() if c.kind == Kind.plaintext and c.content and c.status.value in SEARCHABLE]
         kept = {c.id for c in keep}
@@ -214,13 +216,15 @@ class MemOS:
             self.vectors.upsert([c.id for c in keep], matrix)
         if drop:
             self.vectors.delete(drop)
-        self.catalog.clear_vector_sync(list(ids))
+        self.catalog.clear_vector_sync(generations)
 
     def _reindex_all(self) -> None:
         ids = self.catalog.indexable_ids()
         for start in range(0, len(ids), 512):
             self.sync_vectors(ids[start : start + 512])
-        self.catalog.clear_vector_sync(self.catalog.pending_vector_sync(limit=10**9))
+        # whatever is still queued is not indexable (forgotten, purged): syncing removes its vectors
+        while pending := self.catalog.pending_vector_sync(limit=2000):
+            self.sync_vectors(pending)
 
     def reindex(self) -> int:
         """Rebuild the vector index from the catalog with the configured embedder; return cubes indexed."""
@@ -471,7 +475,7 @@ class Session:
             counts={(k, lv, s): n for k, lv, s, n in mos.catalog.stats(prefixes)},
             namespaces=mos.catalog.namespaces(prefixes),
             num_vectors=mos.vectors.count(),
-            num_pending_vector_sync=len(mos.catalog.pending_vector_sync(limit=100_000)),
+            num_pending_vector_sync=mos.catalog.count_pending_vector_sync(),
             embedder=mos.embedder.id,
             home=str(mos.home),
         )

@@ -445,11 +445,15 @@ class Catalog:
         kept = [t for t in terms if df.get(t, 0) <= MAX_TERM_SHARE * num_docs]
         return kept or terms
 
-    def optimize_lexical(self) -> None:
-        """Merge the lexical index's segments (cheap; makes later BM25 queries faster)."""
+    def optimize_lexical(self, pages: int = 2000) -> None:
+        """Merge some of the lexical index's segments (fewer segments: faster BM25 queries).
+
+        Bounded work (FTS5 'merge' of about `pages` pages), so running it on every tick stays cheap
+        however large the index grows; repeated ticks converge to a fully merged index.
+        """
         if self.dialect == "sqlite":
             with self.tx() as conn:
-                conn.exec_driver_sql("INSERT INTO cubes_fts(cubes_fts) VALUES ('optimize')")
+                conn.exec_driver_sql("INSERT INTO cubes_fts(cubes_fts, rank) VALUES ('merge', ?)", (pages,))
 
     # ---- vector outbox -----------------------------------------------------------------------
 
@@ -457,11 +461,17 @@ class Catalog:
         """Record, inside the caller's transaction, that these cubes' vectors must be synced."""
         if not ids:
             return
-        when_us = to_micros(when)
+        unique = list(dict.fromkeys(ids))
         existing = set(
-            conn.execute(sa.select(vector_outbox.c.cube_id).where(vector_outbox.c.cube_id.in_(list(ids)))).scalars()
+            conn.execute(sa.select(vector_outbox.c.cube_id).where(vector_outbox.c.cube_id.in_(unique))).scalars()
         )
-        fresh = [{"cube_id": i, "queued_at": when_us} for i in dict.fromkeys(ids) if i not in existing]
+        if existing:
+            conn.execute(
+                sa.update(vector_outbox)
+                .where(vector_outbox.c.cube_id.in_(list(existing)))
+                .values(generation=vector_outbox.c.generation + 1)
+            )
+        fresh = [{"cube_id": i, "queued_at": to_micros(when), "generation": 0} for i in unique if i not in existing]
         if fresh:
             conn.execute(sa.insert(vector_outbox), fresh)
 
@@ -471,11 +481,38 @@ class Catalog:
             stmt = sa.select(vector_outbox.c.cube_id).order_by(vector_outbox.c.queued_at).limit(limit)
             return list(c.execute(stmt).scalars())
 
-    def clear_vector_sync(self, ids: Sequence[str]) -> None:
-        """Drop ids from the outbox once the vector index matches the catalog for them."""
-        if ids:
+    def count_pending_vector_sync(self) -> int:
+        """How many cubes wait for their vector."""
+        with self.read() as c:
+            return int(c.execute(sa.select(sa.func.count()).select_from(vector_outbox)).scalar_one())
+
+    def vector_sync_generations(self, ids: Sequence[str]) -> dict[str, int]:
+        """The outbox generation of each queued id (ids not queued are absent)."""
+        out: dict[str, int] = {}
+        with self.read() as c:
+            for start in range(0, len(ids), 900):
+                chunk = list(ids[start : start + 900])
+                stmt = sa.select(vector_outbox.c.cube_id, vector_outbox.c.generation).where(
+                    vector_outbox.c.cube_id.in_(chunk)
+                )
+                out.update((i, int(g)) for i, g in c.execute(stmt))
+        return out
+
+    def clear_vector_sync(self, generations: Mapping[str, int]) -> None:
+        """Drop outbox entries the index now matches, unless re-queued since their generation was read.
+
+        A change committed by another process between the sync's catalog read and this call bumps
+        the generation, so its entry stays queued and the next sync picks it up.
+        """
+        if generations:
             with self.tx() as conn:
-                conn.execute(sa.delete(vector_outbox).where(vector_outbox.c.cube_id.in_(list(ids))))
+                conn.execute(
+                    sa.delete(vector_outbox).where(
+                        vector_outbox.c.cube_id == sa.bindparam("cid"),
+                        vector_outbox.c.generation == sa.bindparam("gen"),
+                    ),
+                    [{"cid": i, "gen": g} for i, g in generations.items()],
+                )
 
     def indexable_ids(self) -> list[str]:
         """Ids of every cube that should have a vector (searchable plaintext with content)."""

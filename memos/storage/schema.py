@@ -125,6 +125,8 @@ vector_outbox = sa.Table(
     metadata,
     sa.Column("cube_id", sa.String(36), primary_key=True),
     sa.Column("queued_at", Micros, nullable=False),
+    # bumped by every re-queue, so a sync clears only the requests it has seen (see Catalog.clear_vector_sync)
+    sa.Column("generation", sa.Integer, nullable=False, server_default="0"),
 )
 
 _V1_TABLES = [schema_migrations, users, roots, grants, cubes, cube_tags, cube_labels, cube_versions, audit]
@@ -146,7 +148,10 @@ def _v2_lexical(conn: Connection) -> None:
 
 
 def _v3_vector_outbox(conn: Connection) -> None:
-    vector_outbox.create(conn, checkfirst=True)
+    # the table as 0003 made it; 0007 adds the generation column
+    conn.exec_driver_sql(
+        "CREATE TABLE IF NOT EXISTS vector_outbox (cube_id VARCHAR(36) PRIMARY KEY, queued_at BIGINT NOT NULL)"
+    )
 
 
 def _v4_drop_status_index(conn: Connection) -> None:
@@ -167,6 +172,10 @@ def _v6_filter_index(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_cubes_filter ON cubes (ns, status, kind, level, expires_at)")
 
 
+def _v7_outbox_generation(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE vector_outbox ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+
+
 #: applied in this order, each once, recorded by name in schema_migrations
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_core_tables", _v1_core),
@@ -175,6 +184,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0004_drop_status_index", _v4_drop_status_index),
     ("0005_lexical_vocabulary", _v5_lexical_vocabulary),
     ("0006_filter_index", _v6_filter_index),
+    ("0007_outbox_generation", _v7_outbox_generation),
 ]
 
 

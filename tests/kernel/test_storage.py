@@ -29,6 +29,7 @@ def test_migrations_are_named_ordered_and_idempotent(tmp_path: Path) -> None:
             "0004_drop_status_index",
             "0005_lexical_vocabulary",
             "0006_filter_index",
+            "0007_outbox_generation",
         ]
     )
     assert mode == "wal"
@@ -79,3 +80,20 @@ def test_failed_transaction_leaves_nothing(mos: MemOS) -> None:
     except RuntimeError:
         pass
     assert mos.catalog.count(CubeFilter()) == before == 1
+
+
+def test_outbox_clear_keeps_an_entry_requeued_meanwhile(mos: MemOS) -> None:
+    cube = mos.as_user("alice").write(("alice",), "the boat leaves at noon")
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    with mos.catalog.tx() as conn:
+        mos.catalog.queue_vector_sync(conn, [cube.id], when)
+    seen = mos.catalog.vector_sync_generations([cube.id])
+    assert seen == {cube.id: 0}
+    # another process commits a change to the same cube while this sync is embedding
+    with mos.catalog.tx() as conn:
+        mos.catalog.queue_vector_sync(conn, [cube.id], when)
+    mos.catalog.clear_vector_sync(seen)
+    assert mos.catalog.pending_vector_sync() == [cube.id]
+    mos.sync_vectors([cube.id])
+    assert mos.catalog.pending_vector_sync() == []
+    assert mos.catalog.count_pending_vector_sync() == 0
