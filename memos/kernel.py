@@ -486,14 +486,7 @@ class Session:
             self._load(cube_id, Right.read)
             return self.mos.catalog.audit_log(cube_id=inputs.cube_id(cube_id), limit=limit)
         visible = self.mos.governance.visible_prefixes(self.user)
-        entries = self.mos.catalog.audit_log(limit=10 * limit)
-        mine = [
-            e
-            for e in entries
-            if e["actor"] == self.user
-            or (e["ns"] and any(e["ns"] == p or e["ns"].startswith(p + "/") for p in visible))
-        ]
-        return mine[:limit]
+        return self.mos.catalog.audit_log(actor_or_prefixes=(self.user, visible), limit=limit)
 
     # ---- governance --------------------------------------------------------------------------
 

@@ -566,11 +566,20 @@ class Catalog:
                 ],
             )
 
-    def audit_log(self, *, cube_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Audit entries, newest first, optionally for one cube."""
+    def audit_log(
+        self,
+        *,
+        cube_id: str | None = None,
+        actor_or_prefixes: tuple[str, Sequence[str]] | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Audit entries, newest first: of one cube, or by an actor or under namespace prefixes."""
         stmt = sa.select(audit).order_by(audit.c.seq.desc()).limit(limit)
         if cube_id is not None:
             stmt = stmt.where(audit.c.cube_id == cube_id)
+        if actor_or_prefixes is not None:
+            actor, prefixes = actor_or_prefixes
+            stmt = stmt.where(sa.or_(audit.c.actor == actor, *(prefix_clause(audit.c.ns, p) for p in prefixes)))
         with self.read() as c:
             return [
                 {**dict(row), "at": from_micros(row["at"]), "detail": json.loads(row["detail"])}

@@ -298,3 +298,22 @@ def test_stats_and_list(mos: MemOS) -> None:
     assert stats.namespaces == [("alice/chat", 1), ("alice/work", 1)]
     assert (stats.num_vectors, stats.num_pending_vector_sync, stats.total) == (1, 0, 2)
     assert mos.as_user("bob").stats().counts == {}
+
+
+def test_session_audit_shows_own_actions_and_readable_namespaces(mos: MemOS) -> None:
+    alice, bob = mos.as_user("alice"), mos.as_user("bob")
+    for i in range(30):
+        bob.write(("bob",), f"bob's note {i}")
+    shared = alice.write(NS, "shared note")
+    alice.write(("alice", "private"), "private note")
+    alice.share(NS, "bob")
+    entries = bob.audit(limit=5)
+    # newest first; alice's write under alice/chat is visible to bob, her private one is not
+    assert [(e["actor"], e["action"], e["ns"]) for e in entries] == [
+        ("alice", "share", "alice/chat"),
+        ("alice", "write", "alice/chat"),
+        ("bob", "write", "bob"),
+        ("bob", "write", "bob"),
+        ("bob", "write", "bob"),
+    ]
+    assert entries[1]["cube_id"] == shared.id
