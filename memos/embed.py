@@ -159,16 +159,14 @@ class OpenAIEmbedder:
         batch_size: int = 256,
         dim: int | None = None,
     ) -> None:
-        from openai import OpenAI
+        from memos.llm.openai import make_client
 
         if not model:
             raise UserError("an OpenAI embedder needs a model name, e.g. MEMOS_EMBEDDER=openai:text-embedding-3-small")
         self.model = model
         self.batch_size = batch_size
         self.id = f"openai:{model}"
-        self._client = OpenAI(
-            base_url=base_url, api_key=api_key or "unused", timeout=timeout_s, max_retries=max_retries
-        )
+        self._client = make_client(base_url, api_key, timeout_s, max_retries)
         # invariant: _dim is None until known from settings or from the first response
         self._dim = dim
 

@@ -26,6 +26,27 @@ if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 
+def make_client(base_url: str | None, api_key: str | None, timeout_s: float, max_retries: int) -> Any:
+    """An `openai.OpenAI` client for an OpenAI-compatible server, with settings checked."""
+    # imported here so `import memos.llm` stays light; only the OpenAI-compatible paths need the client
+    from openai import OpenAI
+
+    if timeout_s <= 0:
+        raise UserError(f"timeout_s must be positive, got {timeout_s}")
+    if max_retries < 0:
+        raise UserError(f"max_retries must be >= 0, got {max_retries}")
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not key:
+        if base_url is None:
+            raise UserError(
+                "the OpenAI API needs a key: set MEMOS_OPENAI_API_KEY, or set MEMOS_OPENAI_BASE_URL "
+                "to a local OpenAI-compatible server"
+            )
+        # local servers (vLLM, Ollama) ignore the key, but the client refuses to start without one
+        key = "unused"
+    return OpenAI(base_url=base_url, api_key=key, timeout=timeout_s, max_retries=max_retries)
+
+
 class OpenAIChat(LLM):
     """Chat completions from an OpenAI-compatible server; the client retries 429/5xx/timeouts itself."""
 
@@ -38,30 +59,14 @@ class OpenAIChat(LLM):
         timeout_s: float = 60.0,
         max_retries: int = 2,
     ) -> None:
-        # imported here so `import memos.llm` stays light; only this backend needs the client
-        from openai import OpenAI
-
         if not model:
             raise UserError("an OpenAI chat model needs a name, e.g. MEMOS_LLM=openai:gpt-4o-mini")
-        if timeout_s <= 0:
-            raise UserError(f"timeout_s must be positive, got {timeout_s}")
-        if max_retries < 0:
-            raise UserError(f"max_retries must be >= 0, got {max_retries}")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if base_url is None:
-                raise UserError(
-                    "the OpenAI API needs a key: set MEMOS_OPENAI_API_KEY, or set MEMOS_OPENAI_BASE_URL "
-                    "to a local OpenAI-compatible server"
-                )
-            # local servers (vLLM, Ollama) ignore the key, but the client refuses to start without one
-            key = "unused"
         self.model = model
         self.model_id = f"openai:{model}"
         self.capabilities = Capabilities(stream=True, tools=True)
         self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self._client = OpenAI(base_url=base_url, api_key=key, timeout=timeout_s, max_retries=max_retries)
+        self._client = make_client(base_url, api_key, timeout_s, max_retries)
         #: the server's base URL as the client resolved it; named in every error
         self.base_url = str(self._client.base_url).rstrip("/")
 
