@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     openai_max_retries: int = Field(default=2, ge=0, le=10)
     #: the longest text a single cube may hold, in characters
     max_text_chars: int = Field(default=20_000, ge=1)
+    #: paging constants: a preset ("paper" or "reference-code", see memos/paging.py) ...
+    paging_preset: str = "paper"
+    #: ... with single constants overridden, e.g. {"theta": 0.5} (MEMOS_PAGING='{"theta": 0.5}', or a
+    #: [paging] table in memos.toml)
+    paging: dict[str, float | int | str] = Field(default_factory=dict)
+    #: run paging in a background thread after writes (tick always runs it too)
+    auto_paging: bool = True
     #: the user the CLI acts as when --user is not given
     user: str | None = None
     log_json: bool = False

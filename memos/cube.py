@@ -77,6 +77,9 @@ class Provenance(_Model):
     external_id: str | None = None
     #: the speaker of a conversational turn, when the cube is one
     speaker: str | None = None
+    #: the page just before this one in its conversation session (MemoryOS's pre_page): set by the
+    #: kernel on write when session_id is given; its text is indexed as this page's lexical context
+    preceded_by: str | None = None
 
 
 class Usage(_Model):

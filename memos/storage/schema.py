@@ -129,6 +129,29 @@ vector_outbox = sa.Table(
     sa.Column("generation", sa.Integer, nullable=False, server_default="0"),
 )
 
+#: mid-term segments (MemoryOS sessions): the paging state of a segment cube (level mid, labels type=segment)
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("ns", sa.String(600), nullable=False),
+    # N_visit: retrievals that hit the segment since its last promotion
+    sa.Column("visits", sa.Integer, nullable=False, default=0),
+    # L_interaction: pages merged into it since its last promotion
+    sa.Column("interactions", sa.Integer, nullable=False, default=0),
+    sa.Column("last_visit", Micros, nullable=False),
+    sa.Column("heat", sa.Float, nullable=False, default=0.0),
+    # JSON list of the summary's keywords
+    sa.Column("keywords", sa.Text, nullable=False, default="[]"),
+    # JSON list of the page ids already analysed by a promotion
+    sa.Column("analyzed", sa.Text, nullable=False, default="[]"),
+    # 1 while paged out (the segment and its pages archived, still searchable)
+    sa.Column("paged_out", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("updated_at", Micros, nullable=False),
+    sa.Index("ix_segments_ns_heat", "ns", "paged_out", "heat"),
+)
+
 _V1_TABLES = [schema_migrations, users, roots, grants, cubes, cube_tags, cube_labels, cube_versions, audit]
 
 
@@ -176,6 +199,28 @@ def _v7_outbox_generation(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE vector_outbox ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
 
 
+def _v8_segments(conn: Connection) -> None:
+    segments.create(conn, checkfirst=True)
+
+
+def _v9_lexical_context(conn: Connection) -> None:
+    # a second lexical column: the text just before a page in its conversation (its `preceded_by`), so a
+    # reply is found by the words of the question it answers; rebuilt from the cubes table
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("DROP TABLE IF EXISTS cubes_fts_vocab")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS cubes_fts")
+        conn.exec_driver_sql(
+            "CREATE VIRTUAL TABLE cubes_fts USING fts5(content, context, tokenize='porter unicode61')"
+        )
+        conn.exec_driver_sql("CREATE VIRTUAL TABLE cubes_fts_vocab USING fts5vocab(cubes_fts, 'row')")
+        conn.exec_driver_sql(
+            "INSERT INTO cubes_fts(rowid, content, context) SELECT rid, content, '' FROM cubes"
+            " WHERE content IS NOT NULL AND content != '' AND status IN ('active', 'archived')"
+        )
+    else:
+        conn.exec_driver_sql("ALTER TABLE cubes_fts ADD COLUMN IF NOT EXISTS ctx tsvector")
+
+
 #: applied in this order, each once, recorded by name in schema_migrations
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_core_tables", _v1_core),
@@ -185,6 +230,8 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0005_lexical_vocabulary", _v5_lexical_vocabulary),
     ("0006_filter_index", _v6_filter_index),
     ("0007_outbox_generation", _v7_outbox_generation),
+    ("0008_segments", _v8_segments),
+    ("0009_lexical_context", _v9_lexical_context),
 ]
 
 

@@ -98,6 +98,15 @@ class VectorIndex:
         dists = result["distances"][0] if result["distances"] else [0.0] * len(found)
         return [(i, 1.0 - float(d)) for i, d in zip(found, dists, strict=True)]
 
+    def get(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of these ids (ids without one are left out)."""
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), 5000):
+            got = self._collection.get(ids=list(ids[start : start + 5000]), include=["embeddings"])
+            for cube_id, vector in zip(got["ids"], got["embeddings"], strict=True):
+                out[cube_id] = np.asarray(vector, dtype=np.float32)
+        return out
+
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Which of these ids have a vector."""
         found: set[str] = set()
