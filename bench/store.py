@@ -24,21 +24,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import os
-import platform
 import random
-import shlex
 import shutil
 import signal
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +49,9 @@ import numpy as np
 from memos.kernel import MemOS, Session, WriteRequest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import command_line, kernel_version, machine, table  # noqa: E402
+
 USER = "bench"
 NAMESPACES: tuple[tuple[str, ...], ...] = (
     (USER, "chat"),
@@ -699,77 +697,6 @@ def _short(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 and n >= 1000 else f"{n:,}"
 
 
-def machine() -> dict[str, str]:
-    """CPU, cores, memory, Python, OS and the library versions that matter here."""
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kib = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kib = int(line.split()[1])
-    os_name = platform.system()
-    release = Path("/etc/os-release")
-    if release.is_file():
-        for line in release.read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                os_name = line.split("=", 1)[1].strip('"')
-    versions = []
-    for dist in ("memos", "chromadb", "sqlalchemy", "numpy", "torch", "transformers"):
-        with suppress(importlib.metadata.PackageNotFoundError):
-            versions.append(f"{dist} {importlib.metadata.version(dist)}")
-    versions.append(f"SQLite {sqlite3.sqlite_version}")
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        versions.append(f"torch intra-op threads {torch.get_num_threads()}")
-    return {
-        "CPU": cpu,
-        "cores": f"{os.cpu_count()} logical ({len(os.sched_getaffinity(0))} usable)",
-        "RAM": f"{mem_kib / 1024**2:.1f} GiB",
-        "Python": f"{platform.python_version()} ({platform.python_implementation()})",
-        "OS": f"{os_name}, kernel {platform.release()} ({platform.machine()})",
-        "libraries": ", ".join(versions),
-    }
-
-
-def kernel_version() -> str:
-    """The commit the memos package was measured at, and whether its files had uncommitted changes."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "memos"], capture_output=True, text=True, check=True
-        ).stdout.split("\n")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    changed = sorted(line[3:] for line in dirty if line.strip())
-    if not changed:
-        return f"commit {head}, memos/ clean"
-    return f"commit {head} plus uncommitted changes in {', '.join(changed)}"
-
-
-def command_line() -> str:
-    """The command as typed from the repository root."""
-
-    def rel(p: str) -> str:
-        try:
-            return str(Path(p).resolve().relative_to(Path.cwd()))
-        except ValueError:
-            return p
-
-    return shlex.join([rel(sys.executable), rel(sys.argv[0]), *sys.argv[1:]])
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
-    marks = {"l": ":---", "r": "---:"}
-    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out
-
-
 def render(
     points: Sequence[Checkpoint], args: argparse.Namespace, meta: dict[str, str], started: datetime, done: bool
 ) -> str:
@@ -814,7 +741,7 @@ def render(
                 f"{p.load_1min:.1f}",
             ]
         )
-    lines += _table(
+    lines += table(
         [
             "embedder",
             "cubes",
@@ -859,7 +786,7 @@ def render(
                     )
         if ratio_rows:
             lines += ["", "Against the hashing embedder (the no-model baseline), same data and queries:", ""]
-            lines += _table(["ratio", "cubes", "ingest rate", "recall p50", "recall p95"], ratio_rows, "lrrrr")
+            lines += table(["ratio", "cubes", "ingest rate", "recall p50", "recall p95"], ratio_rows, "lrrrr")
     lines += ["", "## Goals", ""]
     goal_rows = []
     for spec in args.embedders:
@@ -888,7 +815,7 @@ def render(
                     "pass" if ok else "**fail**",
                 ]
             )
-    lines += _table(["goal", "embedder", "measured", "result"], goal_rows, "llll")
+    lines += table(["goal", "embedder", "measured", "result"], goal_rows, "llll")
     lines += _breakdowns(points)
     corpus = Corpus()
     sample = [corpus.message(i)[1].text for i in range(2000)]
@@ -943,7 +870,7 @@ def _breakdowns(points: Sequence[Checkpoint]) -> list[str]:
         + [f"{(p.cubes - p.segment_from) / p.ingest_phases.get('embed', float('nan')):,.0f}" for p in points]
     )
     rows.append(["all catalog commits (inside the rows above)"] + [_us(p, "catalog commit") for p in points])
-    lines += _table(header, rows, "l" + "r" * len(points))
+    lines += table(header, rows, "l" + "r" * len(points))
     lines += [
         "",
         "## Where recall time goes",
@@ -966,7 +893,7 @@ def _breakdowns(points: Sequence[Checkpoint]) -> list[str]:
     if any("chroma count" in p.recall_phases for p in points):
         rows.append(["of which chroma `count()`"] + [_ms(p, "chroma count") for p in points])
     rows.append(["**total**"] + [f"**{float(np.mean(p.latencies_ms)):.2f}**" for p in points])
-    lines += _table(["step"] + [f"{p.embedder} {_short(p.cubes)}" for p in points], rows, "l" + "r" * len(points))
+    lines += table(["step"] + [f"{p.embedder} {_short(p.cubes)}" for p in points], rows, "l" + "r" * len(points))
     return lines
 
 

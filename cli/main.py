@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from memos.errors import MemosError
 
-from . import cube, memory, users
+from . import context, cube, memory, users
 from .common import Globals, one_line
 
 
@@ -64,6 +64,7 @@ def main(
 memory.register(app)
 cube.register(app)
 users.register(app)
+context.register(app)
 
 
 def run() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,20 @@ from memos.cube import (
     Namespace,
     Right,
     Status,
+    ns_path,
     parse_namespace,
 )
 from memos.embed import Embedder, make_embedder
 from memos.errors import Conflict, NotFound, UserError
 from memos.governance import Governance
 from memos.ids import new_id
+from memos.llm import make_llm
+from memos.llm.base import LLM
 from memos.log import configure as configure_logging
 from memos.log import get_logger
+from memos.paging import Pager, PagingConfig, SegmentInfo
 from memos.retrieval import Hit, hybrid_search
+from memos.scheduler import Scheduler, WorkingSet
 from memos.storage.catalog import SEARCHABLE, Catalog, CubeFilter
 from memos.storage.vectors import VectorIndex
 from memos.tokens import Tokenizer, get_tokenizer
@@ -64,6 +69,10 @@ class Stats:
     namespaces: list[tuple[str, int]] = field(default_factory=list)
     num_vectors: int = 0
     num_pending_vector_sync: int = 0
+    #: paging state: segments active / paged out, knowledge counts, paging moves so far
+    paging: dict[str, int] = field(default_factory=dict)
+    #: the hottest mid-term segments
+    hottest: list[SegmentInfo] = field(default_factory=list)
     embedder: str = ""
     home: str = ""
 
@@ -83,6 +92,7 @@ class MemOS:
         clock: Clock | None = None,
         embedder: Embedder | None = None,
         tokenizer: Tokenizer | None = None,
+        llm: LLM | None = None,
         rebuild_vectors: bool = False,
     ) -> None:
         self.settings = settings
@@ -107,6 +117,10 @@ class MemOS:
         self.governance = Governance(self.catalog, self.clock)
         # serialises this process's writes so the outbox drain never races a write's own sync
         self._write_lock = threading.RLock()
+        #: the model paging and promotion ask (continuity, summaries, profile); None: extractive fallbacks
+        self.llm = llm if llm is not None else make_llm(settings)
+        self.pager = Pager(self, PagingConfig.from_settings(settings), llm=self.llm)
+        self.scheduler = Scheduler(self)
         if rebuild_vectors:
             self._reindex_all()
         else:
@@ -120,6 +134,7 @@ class MemOS:
         clock: Clock | None = None,
         embedder: Embedder | str | None = None,
         tokenizer: Tokenizer | None = None,
+        llm: LLM | None = None,
         **overrides: Any,
     ) -> MemOS:
         """Open (creating if missing) a home; `embedder` may be an Embedder or a spec; overrides are Settings."""
@@ -136,10 +151,11 @@ class MemOS:
             raise UserError(
                 f"cannot create the memos home at {settings.home}: {exc.strerror}; pick another --home"
             ) from exc
-        return cls(settings, clock=clock, embedder=embedder, tokenizer=tokenizer)
+        return cls(settings, clock=clock, embedder=embedder, tokenizer=tokenizer, llm=llm)
 
     def close(self) -> None:
-        """Release the catalog's connections."""
+        """Finish queued background paging, stop its worker and release the catalog's connections."""
+        self.pager.close()
         self.catalog.close()
 
     def __enter__(self) -> MemOS:
@@ -280,6 +296,7 @@ class Session:
         cubes = [self._new_cube(ns, r, now) for r in requests]
         vectors = mos.embedder.embed([c.text for c in cubes])
         with mos._write_lock:
+            _link_sessions(mos, ns, cubes)
             with mos.catalog.tx() as conn:
                 owner = mos.governance.claim(conn, self.user, ns)
                 for cube in cubes:
@@ -287,6 +304,8 @@ class Session:
                 mos.catalog.insert_cubes(conn, cubes)
                 mos.catalog.audit_many(conn, at=now, actor=self.user, action="write", cubes_=cubes)
             mos.sync_after_commit([c.id for c in cubes], dict(zip([c.id for c in cubes], vectors, strict=True)))
+        if mos.settings.auto_paging and any(c.level == Level.short for c in cubes):
+            mos.pager.schedule(ns_path(ns))
         return cubes
 
     def _new_cube(self, ns: Namespace, req: WriteRequest, now: datetime) -> MemCube:
@@ -443,9 +462,34 @@ class Session:
             event_to=inputs.when(event_to, "event_to"),
             now=mos.clock.now(),
         )
-        hits = hybrid_search(mos.catalog, mos.vectors, mos.embedder, query, flt, k)
+        # over-fetch: knowledge promoted from a page (same words) is dropped when its page ranks above it
+        hits = _without_copies(hybrid_search(mos.catalog, mos.vectors, mos.embedder, query, flt, 2 * k))[:k]
         mos.catalog.touch([h.cube.id for h in hits], mos.clock.now())
         return hits
+
+    def context(
+        self,
+        namespace: Namespace | Sequence[str] | str,
+        query: str,
+        budget_tokens: int = 1500,
+        *,
+        pool: int | None = None,
+    ) -> WorkingSet:
+        """The working set for an LLM call: the cubes chosen for this query, packed into the token budget.
+
+        Searches every level (paged-out memories included, and paged back in when used), ranks them
+        (relevance, segment, neighbours, speaker, heat, recency, dates for *when* questions), drops
+        near-duplicates and packs the best into `budget_tokens` counted with the kernel's tokenizer.
+        """
+        mos = self.mos
+        ns = parse_namespace(namespace)
+        query = inputs.text(query, mos.settings.max_text_chars, "query")
+        if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int) or not 1 <= budget_tokens <= 1_000_000:
+            raise UserError(f"budget_tokens must be an integer from 1 to 1000000, got {budget_tokens!r}")
+        if pool is not None:
+            pool = inputs.top_k(pool)
+        mos.governance.require(self.user, ns, Right.read)
+        return mos.scheduler.context(self.user, ns, query, budget_tokens, pool=pool)
 
     def list(
         self,
@@ -473,6 +517,8 @@ class Session:
             prefixes = mos.governance.readable_prefixes(self.user, parse_namespace(namespace))
         return Stats(
             counts={(k, lv, s): n for k, lv, s, n in mos.catalog.stats(prefixes)},
+            paging=mos.pager.counts(prefixes),
+            hottest=mos.pager.hottest(prefixes, 5),
             namespaces=mos.catalog.namespaces(prefixes),
             num_vectors=mos.vectors.count(),
             num_pending_vector_sync=mos.catalog.count_pending_vector_sync(),
@@ -507,7 +553,7 @@ class Session:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def tick(self) -> dict[str, int]:
-        """Run lifecycle work now: expire cubes past their expiry and finish pending vector syncs."""
+        """Run lifecycle work now: expiry, paging and promotion, and pending vector syncs."""
         mos = self.mos
         now = mos.clock.now()
         with mos._write_lock:
@@ -519,8 +565,10 @@ class Session:
                     mos.catalog.replace_cube(conn, expired, new_version=False)
                     mos.catalog.audit(conn, at=now, actor=self.user, action="expire", cube_id=cube.id, ns=_path(cube))
             synced = mos.recover()
+        namespaces = [ns for ns, _ in mos.catalog.namespaces(prefixes)]
+        paging = mos.pager.run(namespaces) if namespaces else None
         mos.catalog.optimize_lexical()
-        return {"expired": len(due), "vector_synced": synced}
+        return {"expired": len(due), **(asdict(paging) if paging else {}), "vector_synced": synced}
 
     # ---- archives ----------------------------------------------------------------------------
 
@@ -563,6 +611,32 @@ class Session:
             raise NotFound(f"no cube with id {cid}", cube_id=cid)
         self.mos.governance.require_cube(self.user, cube, right)
         return cube
+
+
+def _without_copies(hits: Sequence[Hit]) -> list[Hit]:
+    """Drop each hit that only repeats the text of the pages it was derived from, ranked above it."""
+    kept: list[Hit] = []
+    seen: dict[str, str] = {}
+    for hit in hits:
+        sources = hit.cube.header.provenance.derived_from
+        if sources and all(seen.get(i) == hit.cube.text for i in sources):
+            continue
+        kept.append(hit)
+        seen[hit.cube.id] = hit.cube.text
+    return kept
+
+
+def _link_sessions(mos: MemOS, ns: Namespace, cubes: Sequence[MemCube]) -> None:
+    """Set each page's `preceded_by`: the page before it in the same conversation session."""
+    last: dict[str, str] = {}
+    for cube in cubes:
+        provenance = cube.header.provenance
+        session = provenance.session_id
+        if not session:
+            continue
+        if provenance.preceded_by is None:
+            provenance.preceded_by = last.get(session) or mos.catalog.previous_in_session(ns_path(ns), session)
+        last[session] = cube.id
 
 
 def _with_status(cube: MemCube, status: Status, when: datetime) -> MemCube:

@@ -65,7 +65,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def mos(home: Path, clock: ManualClock) -> Iterator[MemOS]:
-    """A real home (SQLite catalog, embedded chromadb) with the hashing embedder and a manual clock."""
-    m = MemOS.open(home, embedder="hash", clock=clock)
+    """A real home (SQLite catalog, embedded chromadb), hashing embedder, manual clock, paging only on tick."""
+    m = MemOS.open(home, embedder="hash", clock=clock, auto_paging=False)
     yield m
     m.close()

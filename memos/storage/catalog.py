@@ -191,8 +191,35 @@ class Catalog:
         searchable = [c for c in batch if c.content and c.status in SEARCHABLE]
         if searchable:
             rids = self._rids(conn, [c.id for c in searchable])
-            self._lexical_insert(conn, [(rids[c.id], c.text) for c in searchable])
+            contexts = self._contexts(conn, searchable)
+            self._lexical_insert(conn, [(rids[c.id], c.text, contexts.get(c.id, "")) for c in searchable])
         self.queue_vector_sync(conn, [c.id for c in batch], batch[0].header.updated_at)
+
+    def _contexts(self, conn: Connection, batch: Sequence[MemCube]) -> dict[str, str]:
+        """The text each cube follows in its conversation (its `preceded_by` page), from the batch or the table."""
+        wanted = {c.id: p for c in batch if (p := c.header.provenance.preceded_by)}
+        if not wanted:
+            return {}
+        texts = {c.id: c.text for c in batch}
+        missing = sorted({p for p in wanted.values() if p not in texts})
+        for start in range(0, len(missing), 900):
+            chunk = missing[start : start + 900]
+            texts.update(
+                (i, t or "")
+                for i, t in conn.execute(sa.select(cubes.c.id, cubes.c.content).where(cubes.c.id.in_(chunk)))
+            )
+        return {cid: texts.get(prev, "") for cid, prev in wanted.items()}
+
+    def previous_in_session(self, ns: str, session_id: str, scan: int = 50) -> str | None:
+        """The newest cube among the namespace's last `scan` cubes that carries this session id."""
+        stmt = (
+            sa.select(cubes.c.id, cubes.c.provenance).where(cubes.c.ns == ns).order_by(cubes.c.rid.desc()).limit(scan)
+        )
+        with self.read() as c:
+            for cube_id, provenance in c.execute(stmt):
+                if json.loads(provenance).get("session_id") == session_id:
+                    return str(cube_id)
+        return None
 
     def _rids(self, conn: Connection, ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -363,13 +390,16 @@ class Catalog:
 
     # ---- lexical index -----------------------------------------------------------------------
 
-    def _lexical_insert(self, conn: Connection, rows: Sequence[tuple[int, str]]) -> None:
+    def _lexical_insert(self, conn: Connection, rows: Sequence[tuple[int, str, str]]) -> None:
         if self.dialect == "sqlite":
-            conn.exec_driver_sql("INSERT INTO cubes_fts(rowid, content) VALUES (?, ?)", list(rows))
+            conn.exec_driver_sql("INSERT INTO cubes_fts(rowid, content, context) VALUES (?, ?, ?)", list(rows))
         else:
             conn.execute(
-                sa.text("INSERT INTO cubes_fts (rid, tsv) VALUES (:rid, to_tsvector('english', :t))"),
-                [{"rid": rid, "t": text} for rid, text in rows],
+                sa.text(
+                    "INSERT INTO cubes_fts (rid, tsv, ctx) VALUES "
+                    "(:rid, to_tsvector('english', :t), to_tsvector('english', :c))"
+                ),
+                [{"rid": rid, "t": text, "c": context} for rid, text, context in rows],
             )
 
     def _lexical_delete(self, conn: Connection, rid: int) -> None:
@@ -378,21 +408,32 @@ class Catalog:
         else:
             conn.execute(sa.text("DELETE FROM cubes_fts WHERE rid = :rid"), {"rid": rid})
 
-    def lexical(self, query: str, flt: CubeFilter, limit: int) -> list[tuple[str, float]]:
-        """BM25-ranked (id, score) pairs, best first; higher score is better."""
+    def lexical(
+        self, query: str, flt: CubeFilter, limit: int, *, context_weight: float = 0.0
+    ) -> list[tuple[str, float]]:
+        """BM25-ranked (id, score) pairs, best first; higher score is better.
+
+        `context_weight` > 0 also matches a page by the text it follows in its conversation (the
+        `context` column), weighted against its own text (weight 1); 0 searches its own text only.
+        """
         terms = query_terms(query)
         if not terms:
             return []
-        fts = sa.table("cubes_fts", sa.column("rowid"), sa.column("rid"), sa.column("tsv"))
+        fts = sa.table("cubes_fts", sa.column("rowid"), sa.column("rid"), sa.column("tsv"), sa.column("ctx"))
         if self.dialect == "sqlite":
-            return self._lexical_sqlite(self._informative_terms(terms), flt, limit)
+            return self._lexical_sqlite(self._informative_terms(terms), flt, limit, context_weight)
         else:
             tsq = sa.func.to_tsquery("english", " | ".join(terms))
             score = sa.func.ts_rank_cd(fts.c.tsv, tsq)
+            matched = fts.c.tsv.op("@@")(tsq)
+            if context_weight > 0:
+                ctx = sa.func.coalesce(fts.c.ctx, sa.func.to_tsvector("english", ""))
+                score = score + context_weight * sa.func.ts_rank_cd(ctx, tsq)
+                matched = sa.or_(matched, ctx.op("@@")(tsq))
             stmt = (
                 sa.select(cubes.c.id, score.label("s"))
                 .select_from(fts.join(cubes, cubes.c.rid == fts.c.rid))
-                .where(fts.c.tsv.op("@@")(tsq))
+                .where(matched)
                 .where(self.where(flt))
                 .order_by(score.desc(), cubes.c.id)
                 .limit(limit)
@@ -400,16 +441,21 @@ class Catalog:
         with self.read() as c:
             return [(cid, float(s)) for cid, s in c.execute(stmt)]
 
-    def _lexical_sqlite(self, terms: list[str], flt: CubeFilter, limit: int) -> list[tuple[str, float]]:
+    def _lexical_sqlite(
+        self, terms: list[str], flt: CubeFilter, limit: int, context_weight: float
+    ) -> list[tuple[str, float]]:
         # any term may match (OR); BM25 rewards matching more of them. bm25() is lower-is-better.
         match = " OR ".join(f'"{t}"' for t in terms)
+        if context_weight <= 0:
+            match = f"content : ({match})"
+        weights = (1.0, max(context_weight, 0.0))
         with self.read() as c:
             # first the best matches of the whole index, filtered afterwards: scoring without a join is
             # several times faster, and for the usual broad filter most of them pass
             fetch = 4 * limit
             top = c.exec_driver_sql(
-                "SELECT rowid, bm25(cubes_fts) AS s FROM cubes_fts WHERE cubes_fts MATCH ? ORDER BY s LIMIT ?",
-                (match, fetch),
+                "SELECT rowid, bm25(cubes_fts, ?, ?) AS s FROM cubes_fts WHERE cubes_fts MATCH ? ORDER BY s LIMIT ?",
+                (*weights, match, fetch),
             ).all()
             rid_to_id: dict[int, str] = {}
             for start in range(0, len(top), 900):
@@ -421,7 +467,7 @@ class Catalog:
                 return kept[:limit]
             # a selective filter: score only the cubes it admits
             fts = sa.table("cubes_fts", sa.column("rowid"))
-            score = sa.func.bm25(sa.literal_column("cubes_fts"))
+            score = sa.func.bm25(sa.literal_column("cubes_fts"), *weights)
             stmt = (
                 sa.select(cubes.c.id, score.label("s"))
                 .select_from(fts.join(cubes, cubes.c.rid == fts.c.rowid))

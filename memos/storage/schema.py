@@ -209,9 +209,7 @@ def _v9_lexical_context(conn: Connection) -> None:
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("DROP TABLE IF EXISTS cubes_fts_vocab")
         conn.exec_driver_sql("DROP TABLE IF EXISTS cubes_fts")
-        conn.exec_driver_sql(
-            "CREATE VIRTUAL TABLE cubes_fts USING fts5(content, context, tokenize='porter unicode61')"
-        )
+        conn.exec_driver_sql("CREATE VIRTUAL TABLE cubes_fts USING fts5(content, context, tokenize='porter unicode61')")
         conn.exec_driver_sql("CREATE VIRTUAL TABLE cubes_fts_vocab USING fts5vocab(cubes_fts, 'row')")
         conn.exec_driver_sql(
             "INSERT INTO cubes_fts(rowid, content, context) SELECT rid, content, '' FROM cubes"

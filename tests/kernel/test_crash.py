@@ -67,5 +67,7 @@ def test_kill_nine_mid_ingest_loses_no_returned_write(tmp_path: Path, batch: int
         assert mos.vectors.existing(list(returned)) == set(returned)
         for cube_id, number in list(returned.items())[:: max(1, len(returned) // 25)]:
             hits = alice.recall(("alice", "ingest"), f"token{number}", k=3)
-            # the only lexical match; dense ranks of these near-identical hashed texts are approximate (HNSW)
-            assert [h.cube.id for h in hits if h.lexical_rank is not None] == [cube_id]
+            # the best lexical match (segment summaries quoting it rank below); dense ranks of these
+            # near-identical hashed texts are approximate (HNSW)
+            lexical = sorted((h for h in hits if h.lexical_rank is not None), key=lambda h: h.lexical_rank or 0)
+            assert lexical[0].cube.id == cube_id

@@ -30,6 +30,8 @@ def test_migrations_are_named_ordered_and_idempotent(tmp_path: Path) -> None:
             "0005_lexical_vocabulary",
             "0006_filter_index",
             "0007_outbox_generation",
+            "0008_segments",
+            "0009_lexical_context",
         ]
     )
     assert mode == "wal"

@@ -1,0 +1,87 @@
+"""Helpers every benchmark shares: the machine it ran on, the commit measured, the command, tables."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shlex
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Sequence
+from contextlib import suppress
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict[str, str]:
+    """CPU, cores, memory, Python, OS and the library versions that matter here."""
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    os_name = platform.system()
+    release = Path("/etc/os-release")
+    if release.is_file():
+        for line in release.read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"')
+    versions = []
+    for dist in ("memos", "chromadb", "sqlalchemy", "numpy", "torch", "transformers"):
+        with suppress(importlib.metadata.PackageNotFoundError):
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+    versions.append(f"SQLite {sqlite3.sqlite_version}")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        versions.append(f"torch intra-op threads {torch.get_num_threads()}")
+    return {
+        "CPU": cpu,
+        "cores": f"{os.cpu_count()} logical ({len(os.sched_getaffinity(0))} usable)",
+        "RAM": f"{mem_kib / 1024**2:.1f} GiB",
+        "Python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "OS": f"{os_name}, kernel {platform.release()} ({platform.machine()})",
+        "libraries": ", ".join(versions),
+    }
+
+
+def kernel_version() -> str:
+    """The commit the memos package was measured at, and whether its files had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "memos"], capture_output=True, text=True, check=True
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    changed = sorted(line[3:] for line in dirty if line.strip())
+    if not changed:
+        return f"commit {head}, memos/ clean"
+    return f"commit {head} plus uncommitted changes in {', '.join(changed)}"
+
+
+def command_line() -> str:
+    """The command as typed from the repository root."""
+
+    def rel(p: str) -> str:
+        try:
+            return str(Path(p).resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return p
+
+    return shlex.join([rel(sys.executable), rel(sys.argv[0]), *sys.argv[1:]])
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
+    marks = {"l": ":---", "r": "---:"}
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out

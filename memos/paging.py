@@ -1,0 +1,1081 @@
+"""Paging: MemoryOS-style short -> mid -> long-term memory (FIFO pages, hot segments, promotion, page-out).
+
+A page is a short-term plaintext cube (one turn). When a namespace holds more than `stm_capacity` of them,
+the oldest leave short-term: they are split into chains of continuous turns, each chain gets a theme, and
+joins the best-matching mid-term segment (cosine of summaries + Jaccard of keywords >= theta) or starts a
+new one. A segment whose heat H = alpha*visits + beta*interactions + gamma*exp(-dt/mu) reaches tau is
+promoted: its new pages feed the namespace's profile and its user/assistant knowledge (long-term). Over
+`max_segments`, the coldest segments are paged out (archived, still searchable) and can be paged back in.
+Nothing is ever deleted. Every step that could use an LLM has a deterministic fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from memos.cube import ACL, Header, Level, MemCube, Provenance, Source, Status, Usage, ns_path, parse_namespace
+from memos.errors import UserError
+from memos.ids import new_id
+from memos.inputs import cube_id as check_cube_id
+from memos.llm.base import LLM, Message
+from memos.log import get_logger
+from memos.storage.catalog import query_terms
+from memos.storage.segments import (
+    ASSISTANT_KNOWLEDGE,
+    KNOWLEDGE_TYPES,
+    PROFILE_TYPE,
+    SEGMENT_LABEL,
+    SEGMENT_TYPE,
+    USER_KNOWLEDGE,
+    SegmentState,
+    SegmentStore,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from memos.config import Settings
+    from memos.kernel import MemOS
+
+log = get_logger("paging")
+
+#: the actor named in the audit entries of every paging write
+SYSTEM_ACTOR = "memos"
+#: speakers whose turns feed assistant knowledge (compared case-insensitively); any other is the user
+ASSISTANT_SPEAKERS = frozenset({"assistant", "ai", "bot", "agent", "system"})
+#: an LLM profile shorter than this is treated as a failed answer (MemoryOS keeps the old one)
+MIN_PROFILE_CHARS = 30
+#: how much of each turn an LLM prompt quotes
+MAX_TURN_CHARS = 2000
+PROFILE_PREFIX = "Profile (extractive):"
+
+
+class PagingConfig(BaseModel):
+    """The paging constants of MemoryOS (paper and released code differ: see PRESETS); extra keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: short-term capacity in pages, per namespace
+    stm_capacity: int = Field(default=7, ge=1)
+    #: a chain joins its best segment when cosine(summaries) + Jaccard(keywords) >= theta
+    theta: float = 0.6
+    #: heat weights: H = alpha*visits + beta*interactions + gamma*exp(-dt/mu_seconds)
+    alpha: float = Field(default=1.0, ge=0)
+    beta: float = Field(default=1.0, ge=0)
+    gamma: float = Field(default=1.0, ge=0)
+    mu_seconds: float = Field(default=1e7, gt=0)
+    #: a segment at or above this heat is promoted to long-term
+    tau: float = 5.0
+    #: active segments per namespace; beyond it the coldest are paged out
+    max_segments: int = Field(default=200, ge=1)
+    #: user and assistant knowledge each keep this many active cubes per namespace (older ones archived)
+    kb_capacity: int = Field(default=100, ge=1)
+    #: which segment is paged out first: lowest heat ("heat", the paper) or fewest visits ("lfu", the code)
+    eviction: Literal["heat", "lfu"] = "heat"
+    #: without an LLM, turns without a session id are continuous when their vectors' cosine reaches this
+    continuity_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
+    #: keywords of an extractive summary
+    summary_keywords: int = Field(default=5, ge=1, le=50)
+    #: words of an extractive summary, at most
+    summary_words: int = Field(default=60, ge=5)
+    #: keywords per speaker in an extractive profile
+    profile_keywords: int = Field(default=8, ge=1, le=50)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> PagingConfig:
+        """A copy with some constants replaced; UserError naming the valid keys for an unknown one."""
+        unknown = sorted(set(overrides) - set(type(self).model_fields))
+        if unknown:
+            raise UserError(
+                f"unknown paging setting(s) {', '.join(unknown)}: the valid ones are "
+                f"{', '.join(type(self).model_fields)} (MEMOS_PAGING or the [paging] table of memos.toml)"
+            )
+        try:
+            return type(self).model_validate({**self.model_dump(), **overrides})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "paging"
+            raise UserError(
+                f"bad paging setting {where}: {first['msg']} (MEMOS_PAGING or the [paging] table of memos.toml)"
+            ) from None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PagingConfig:
+        """The preset named by settings.paging_preset with settings.paging's overrides applied."""
+        preset = PRESETS.get(settings.paging_preset)
+        if preset is None:
+            raise UserError(
+                f"unknown paging preset {settings.paging_preset!r}: use one of {', '.join(PRESETS)} "
+                "(MEMOS_PAGING_PRESET or paging_preset in memos.toml)"
+            )
+        return preset.with_overrides(settings.paging)
+
+
+#: "paper": the constants of the MemoryOS paper; "reference-code": those of its released package
+PRESETS: dict[str, PagingConfig] = {
+    "paper": PagingConfig(
+        stm_capacity=7, theta=0.6, alpha=1, beta=1, gamma=1, mu_seconds=1e7, tau=5, max_segments=200, eviction="heat"
+    ),
+    "reference-code": PagingConfig(
+        stm_capacity=10,
+        theta=0.6,
+        alpha=1,
+        beta=1,
+        gamma=1,
+        mu_seconds=24 * 3600,
+        tau=5,
+        max_segments=2000,
+        kb_capacity=100,
+        eviction="lfu",
+    ),
+}
+
+
+def heat(visits: int, interactions: int, seconds_since_visit: float, config: PagingConfig) -> float:
+    """H = alpha*visits + beta*interactions + gamma*exp(-dt/mu); a negative dt (clock moved back) counts as 0."""
+    elapsed = max(0.0, float(seconds_since_visit))
+    return config.alpha * visits + config.beta * interactions + config.gamma * math.exp(-elapsed / config.mu_seconds)
+
+
+@dataclass
+class PagingReport:
+    """What one paging run did."""
+
+    #: pages that left short-term for a segment
+    moved: int = 0
+    segments_created: int = 0
+    #: chains merged into an existing segment
+    merged: int = 0
+    #: segments promoted to long-term
+    promoted: int = 0
+    #: user and assistant knowledge cubes written
+    knowledge_written: int = 0
+    #: segments paged out
+    paged_out: int = 0
+    #: knowledge cubes archived by their FIFO
+    archived: int = 0
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """A segment as `hottest` shows it."""
+
+    id: str
+    ns: str
+    heat: float
+    visits: int
+    interactions: int
+    #: number of pages in it
+    pages: int
+    paged_out: bool
+    #: the start of its summary
+    summary: str
+
+
+@dataclass(frozen=True)
+class Theme:
+    """A chain's (or segment's) summary and keywords."""
+
+    summary: str
+    keywords: list[str] = field(default_factory=list)
+    title: str = ""
+
+
+# ---- deterministic text helpers ----------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def informative_terms(text: str) -> list[str]:
+    """The words of a text worth a keyword (stop words, numbers and words under 3 letters dropped), repeats kept."""
+    out: list[str] = []
+    for token in text.split():
+        out.extend(t for t in query_terms(token) if len(t) >= 3 and not t.isdigit())
+    return out
+
+
+def top_keywords(texts: Iterable[str], n: int) -> list[str]:
+    """The n most frequent informative terms of the texts; ties in alphabetical order."""
+    counts = Counter(t for text in texts for t in informative_terms(text))
+    return [term for term, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:n]]
+
+
+def leading_sentence(text: str) -> str:
+    """The first sentence of a text, whitespace collapsed."""
+    flat = " ".join(text.split())
+    return _SENTENCE_END.split(flat, maxsplit=1)[0] if flat else ""
+
+
+def extractive_theme(texts: Sequence[str], config: PagingConfig) -> Theme:
+    """Keywords = the most frequent informative terms; summary = 'Topics: ...' + leading sentences, capped."""
+    keywords = top_keywords(texts, config.summary_keywords)
+    parts = [f"Topics: {', '.join(keywords)}."] if keywords else []
+    words = sum(len(p.split()) for p in parts)
+    for text in texts:
+        if words >= config.summary_words:
+            break
+        sentence = leading_sentence(text)
+        if sentence:
+            parts.append(sentence)
+            words += len(sentence.split())
+    summary = " ".join(" ".join(parts).split()[: config.summary_words])
+    return Theme(summary=summary or " ".join(texts[0].split()[: config.summary_words]), keywords=keywords)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two vectors (0 when either is all zeros)."""
+    norm = float(np.linalg.norm(a)) * float(np.linalg.norm(b))
+    return float(np.dot(a, b)) / norm if norm else 0.0
+
+
+def jaccard(a: Iterable[str], b: Iterable[str]) -> float:
+    """|A & B| / |A | B| of two keyword sets (0 when both are empty)."""
+    left, right = set(a), set(b)
+    union = left | right
+    return len(left & right) / len(union) if union else 0.0
+
+
+def match_score(
+    theme_vector: np.ndarray, theme_keywords: Iterable[str], segment_vector: np.ndarray, segment_keywords: Iterable[str]
+) -> float:
+    """How well a chain's theme fits a segment: cosine of the summaries' vectors + Jaccard of the keywords."""
+    return cosine(theme_vector, segment_vector) + jaccard(theme_keywords, segment_keywords)
+
+
+def is_assistant(speaker: str | None) -> bool:
+    """Whether a speaker name stands for the assistant side of a conversation."""
+    return speaker is not None and speaker.strip().lower() in ASSISTANT_SPEAKERS
+
+
+# ---- parsing what an LLM answered ---------------------------------------------------------------
+
+_VERDICT = re.compile(r"^[\W_]*(true|false|yes|no)\b")
+_BULLET = re.compile(r"^\s*(?:[-*•]+|\d+[.)])\s*")
+_HEADING = re.compile(
+    r"^[\s#*_\[【(]*(user|assistant)(?:'s)?\s+(?:private\s+data|knowledge|facts)[\s*_\]】)]*:?\s*(.*)$", re.IGNORECASE
+)
+
+
+def parse_verdict(text: str | None) -> bool:
+    """A lenient true/false answer: 'true', 'Yes.', '**True**' ... are true; anything unclear is false."""
+    if not text:
+        return False
+    match = _VERDICT.match(text.strip().lower())
+    return match is not None and match.group(1) in ("true", "yes")
+
+
+def parse_theme(text: str | None) -> Theme | None:
+    """A theme from an answer holding a JSON object {"theme", "keywords", "content"} (or a list of them)."""
+    if not text:
+        return None
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        return None
+    start = min(starts)
+    end = max(text.rfind("}"), text.rfind("]"))
+    try:
+        value = json.loads(text[start : end + 1])
+    except json.JSONDecodeError:
+        return None
+    if isinstance(value, list):
+        value = next((item for item in value if isinstance(item, dict)), None)
+    if not isinstance(value, dict):
+        return None
+    content = value.get("content") or value.get("summary")
+    if not isinstance(content, str) or not content.strip():
+        return None
+    raw = value.get("keywords", [])
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    keywords = list(dict.fromkeys(k.strip().lower() for k in raw if isinstance(k, str) and k.strip()))[:20]
+    title = value.get("theme")
+    return Theme(summary=content.strip(), keywords=keywords, title=title.strip() if isinstance(title, str) else "")
+
+
+def parse_knowledge(text: str | None) -> tuple[list[str], list[str]] | None:
+    """(user knowledge, assistant knowledge) lines under their headings; 'None' skipped; None if no heading."""
+    if not text:
+        return None
+    sections: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        heading = _HEADING.match(line.strip())
+        if heading:
+            current = heading.group(1).lower()
+            sections.setdefault(current, [])
+            rest = heading.group(2).strip()
+        elif current is None:
+            continue
+        else:
+            rest = line.strip()
+        item = _BULLET.sub("", rest).strip()
+        if item and item.strip(" .!").lower() != "none":
+            sections[current].append(item)
+    if not sections:
+        return None
+    return sections.get("user", []), sections.get("assistant", [])
+
+
+# ---- prompts ------------------------------------------------------------------------------------
+
+CONTINUITY_PROMPT = (
+    "TASK: continuity. You decide whether a later conversation turn continues the topic of an earlier one. "
+    "Answer with one word: true or false."
+)
+THEME_PROMPT = (
+    "TASK: theme. Summarise the conversation turns as one theme. Reply with only a JSON object: "
+    '{"theme": "a short title", "keywords": ["3 to 8 lower-case keywords"], '
+    '"content": "a summary in 1 to 3 sentences"}.'
+)
+PROFILE_PROMPT = (
+    "TASK: profile. Keep a profile of the user: personality, preferences, habits, relationships, goals and "
+    "skills, each with its evidence. Rewrite the whole profile from the current one and the new "
+    "conversation. Reply with the profile text only."
+)
+KNOWLEDGE_PROMPT = (
+    "TASK: knowledge. Extract durable facts from the conversation. Reply in exactly this format:\n"
+    "User knowledge:\n- one fact about the user per line\n"
+    "Assistant knowledge:\n- one thing the assistant stated, did or committed to per line\n"
+    "Write None under a heading that gets nothing."
+)
+
+
+def _turn(page: MemCube) -> str:
+    speaker = page.header.provenance.speaker
+    text = page.text[:MAX_TURN_CHARS]
+    return f"{speaker}: {text}" if speaker else text
+
+
+def _turns(pages: Sequence[MemCube]) -> str:
+    return "\n".join(f"- {_turn(p)}" for p in pages)
+
+
+# ---- the pager ----------------------------------------------------------------------------------
+
+
+class Pager:
+    """Moves pages short -> mid -> long-term, keeps segment heat, pages segments out and in.
+
+    Concurrency: decisions (and LLM calls) are made outside the kernel's write lock, then each commit
+    re-reads what it changes under the lock and skips a chain or promotion whose inputs moved meanwhile
+    (the next run redoes it), so concurrent writers, runs and other processes never lose or duplicate a
+    page. Never call `wait` or `close` while holding `mos._write_lock`: the worker may need it to finish.
+    """
+
+    def __init__(self, mos: MemOS, config: PagingConfig | None = None, llm: LLM | None = None) -> None:
+        self.mos = mos
+        self.config = config or PagingConfig.from_settings(mos.settings)
+        self.llm = llm
+        self.store = SegmentStore(mos.catalog)
+        # background worker state, guarded by _cond
+        self._cond = threading.Condition()
+        self._queue: dict[str, None] = {}
+        self._busy = False
+        self._closed = False
+        self._worker: threading.Thread | None = None
+
+    # ---- the paging run ----------------------------------------------------------------------
+
+    def run(self, namespaces: Sequence[str | Sequence[str]] | None = None) -> PagingReport:
+        """Page the given namespaces (paths), or every one with overflowing short-term or active segments."""
+        report = PagingReport()
+        if namespaces is None:
+            cap = self.config.stm_capacity
+            targets = sorted(set(self.store.overflow_namespaces(cap)) | set(self.store.namespaces()))
+        else:
+            targets = list(dict.fromkeys(_path(ns) for ns in namespaces))
+        for ns in targets:
+            self._run_namespace(ns, report)
+        return report
+
+    def _run_namespace(self, ns: str, report: PagingReport) -> None:
+        leaving = self.store.overflow_pages(ns, self.config.stm_capacity)
+        if leaving:
+            vectors = self._vectors(leaving)
+            # segment id -> its summary's vector, for this run (saves re-reading or re-embedding per chain)
+            summaries: dict[str, np.ndarray] = {}
+            for chain in self._chains(leaving, vectors):
+                self._place(ns, chain, vectors, summaries, report)
+        self._promote_hot(ns, report)
+        if len(self.store.in_namespace(ns)) > self.config.max_segments:
+            with self.mos._write_lock:
+                self._page_out(ns, report, keep=frozenset())
+
+    # ---- continuity and themes ---------------------------------------------------------------
+
+    def _chains(self, pages: Sequence[MemCube], vectors: Mapping[str, np.ndarray]) -> list[list[MemCube]]:
+        chains = [[pages[0]]]
+        for earlier, later in pairwise(pages):
+            if self._continuous(earlier, later, vectors):
+                chains[-1].append(later)
+            else:
+                chains.append([later])
+        return chains
+
+    def _continuous(self, earlier: MemCube, later: MemCube, vectors: Mapping[str, np.ndarray]) -> bool:
+        if self.llm is not None:
+            answer = self._ask(
+                CONTINUITY_PROMPT, f"Earlier turn:\n{_turn(earlier)}\n\nLater turn:\n{_turn(later)}", max_tokens=5
+            )
+            if answer is not None:
+                return parse_verdict(answer)
+        first, second = earlier.header.provenance.session_id, later.header.provenance.session_id
+        if first is not None and second is not None:
+            return first == second
+        return cosine(vectors[earlier.id], vectors[later.id]) >= self.config.continuity_threshold
+
+    def _theme(self, pages: Sequence[MemCube], *, merged_into: MemCube | None = None) -> Theme:
+        """The theme of new pages; when merging, of the segment's summary plus them."""
+        if self.llm is not None:
+            prompt = f"Turns:\n{_turns(pages)}"
+            if merged_into is not None:
+                prompt = f"Existing summary:\n{merged_into.text}\n\nNew turns:\n{_turns(pages)}"
+            theme = parse_theme(self._ask(THEME_PROMPT, prompt, max_tokens=400))
+            if theme is not None:
+                limit = self.mos.settings.max_text_chars
+                keywords = theme.keywords or top_keywords([theme.summary], self.config.summary_keywords)
+                return Theme(summary=theme.summary[:limit], keywords=keywords, title=theme.title)
+            log.info("LLM theme unusable; using the extractive summary", pages=len(pages))
+        texts = [p.text for p in pages]
+        if merged_into is not None:
+            earlier = self.mos.catalog.get(merged_into.sources)
+            texts = [earlier[i].text for i in merged_into.sources if i in earlier] + texts
+        return extractive_theme(texts, self.config)
+
+    def _ask(self, system: str, prompt: str, *, max_tokens: int) -> str | None:
+        """One LLM call; None when there is no LLM or the call failed (the caller falls back)."""
+        if self.llm is None:
+            return None
+        try:
+            messages = [Message(role="system", content=system), Message(role="user", content=prompt)]
+            return self.llm.complete(messages, max_tokens=max_tokens, temperature=0.0).text
+        except Exception as exc:
+            log.warning("LLM call failed; using the deterministic fallback", task=system.split(".")[0], error=str(exc))
+            return None
+
+    # ---- short -> mid ------------------------------------------------------------------------
+
+    def _place(
+        self,
+        ns: str,
+        chain: list[MemCube],
+        vectors: Mapping[str, np.ndarray],
+        summaries: dict[str, np.ndarray],
+        report: PagingReport,
+    ) -> None:
+        """Merge a chain into its best segment, or start a new one."""
+        mos = self.mos
+        theme = self._theme(chain)
+        theme_vector = mos.embedder.embed([theme.summary])[0]
+        states = self.store.in_namespace(ns, paged_out=False)
+        seg_cubes = mos.catalog.get([s.id for s in states])
+        states = [s for s in states if s.id in seg_cubes]
+        summaries.update(self._vectors([seg_cubes[s.id] for s in states if s.id not in summaries]))
+        best: SegmentState | None = None
+        best_score = -math.inf
+        for state in states:
+            score = match_score(theme_vector, theme.keywords, summaries[state.id], state.keywords)
+            if score > best_score:
+                best, best_score = state, score
+        if best is not None and best_score >= self.config.theta:
+            segment = seg_cubes[best.id]
+            merged = self._theme(chain, merged_into=segment)
+            merged_vector = mos.embedder.embed([merged.summary])[0]
+            if self._commit_merge(chain, segment, merged, merged_vector, best_score, vectors, report):
+                summaries[segment.id] = merged_vector
+        else:
+            created = self._commit_new(ns, chain, theme, theme_vector, vectors, report)
+            if created is not None:
+                summaries[created] = theme_vector
+
+    def _fresh_chain(self, conn: Connection, chain: Sequence[MemCube]) -> list[MemCube] | None:
+        """The chain's pages as they are now, or None if any of them changed since it was read."""
+        fresh = self.mos.catalog.get([p.id for p in chain], conn)
+        out = []
+        for page in chain:
+            now = fresh.get(page.id)
+            if (
+                now is None
+                or now.status != Status.active
+                or now.level != Level.short
+                or now.namespace != page.namespace
+                or now.header.version != page.header.version
+            ):
+                return None
+            out.append(now)
+        return out
+
+    def _moved(self, page: MemCube, segment_id: str, now: datetime) -> MemCube:
+        header = page.header.model_copy(deep=True)
+        header.labels = {**header.labels, SEGMENT_LABEL: segment_id}
+        header.updated_at = now
+        return page.model_copy(update={"level": Level.mid, "header": header})
+
+    def _commit_new(
+        self,
+        ns: str,
+        chain: list[MemCube],
+        theme: Theme,
+        summary_vector: np.ndarray,
+        vectors: Mapping[str, np.ndarray],
+        report: PagingReport,
+    ) -> str | None:
+        """Start a segment from a chain; return its id (None when the pages changed meanwhile)."""
+        mos = self.mos
+        ids = [p.id for p in chain]
+        with mos._write_lock:
+            with mos.catalog.tx() as conn:
+                pages = self._fresh_chain(conn, chain)
+                if pages is None:
+                    log.info("pages changed while paging; left for the next run", ns=ns, pages=len(chain))
+                    return None
+                now = mos.clock.now()
+                h = heat(0, len(pages), 0.0, self.config)
+                segment = MemCube(
+                    id=new_id(),
+                    namespace=pages[0].namespace,
+                    level=Level.mid,
+                    content=theme.summary,
+                    sources=ids,
+                    header=Header(
+                        provenance=Provenance(source=Source.fusion, actor=SYSTEM_ACTOR),
+                        created_at=now,
+                        updated_at=now,
+                        event_time=_earliest(p.header.event_time for p in pages),
+                        usage=Usage(heat=h),
+                        acl=ACL(owner=pages[0].header.acl.owner),
+                        labels={"type": SEGMENT_TYPE},
+                        tokens=mos.tokenizer.count(theme.summary),
+                        embedder=mos.embedder.id,
+                    ),
+                )
+                state = SegmentState(
+                    id=segment.id,
+                    ns=ns,
+                    visits=0,
+                    interactions=len(pages),
+                    last_visit=now,
+                    heat=h,
+                    created_at=now,
+                    updated_at=now,
+                    keywords=theme.keywords,
+                )
+                mos.catalog.insert_cubes(conn, [segment])
+                self.store.insert(conn, state)
+                self._audit(conn, now, "segment", segment, {"pages": len(pages)})
+                self._move_pages(conn, pages, segment.id, now)
+            mos.sync_after_commit([segment.id, *ids], {**_pick(vectors, ids), segment.id: summary_vector})
+        report.segments_created += 1
+        report.moved += len(pages)
+        return segment.id
+
+    def _commit_merge(
+        self,
+        chain: list[MemCube],
+        segment: MemCube,
+        theme: Theme,
+        summary_vector: np.ndarray,
+        score: float,
+        vectors: Mapping[str, np.ndarray],
+        report: PagingReport,
+    ) -> bool:
+        """Merge a chain into a segment; False when the pages or the segment changed meanwhile."""
+        mos = self.mos
+        ids = [p.id for p in chain]
+        with mos._write_lock:
+            with mos.catalog.tx() as conn:
+                pages = self._fresh_chain(conn, chain)
+                current = mos.catalog.get([segment.id], conn).get(segment.id)
+                state = self.store.get([segment.id], conn).get(segment.id)
+                if (
+                    pages is None
+                    or current is None
+                    or state is None
+                    or state.paged_out
+                    or current.status != Status.active
+                    or current.header.version != segment.header.version
+                ):
+                    log.info("pages or segment changed while paging; left for the next run", segment=segment.id)
+                    return False
+                now = mos.clock.now()
+                state.interactions += len(pages)
+                state.last_visit = now
+                state.updated_at = now
+                state.keywords = theme.keywords
+                state.heat = heat(state.visits, state.interactions, 0.0, self.config)
+                header = current.header.model_copy(deep=True)
+                header.version = current.header.version + 1
+                header.previous = current.header.version
+                header.updated_at = now
+                header.tokens = mos.tokenizer.count(theme.summary)
+                header.embedder = mos.embedder.id
+                header.usage.heat = state.heat
+                header.event_time = _earliest([header.event_time, *(p.header.event_time for p in pages)])
+                new = current.model_copy(
+                    update={"content": theme.summary, "sources": [*current.sources, *ids], "header": header}
+                )
+                mos.catalog.replace_cube(conn, new, new_version=True)
+                self.store.save(conn, state)
+                self._audit(conn, now, "merge", new, {"pages": len(pages), "score": round(score, 6)})
+                self._move_pages(conn, pages, segment.id, now)
+            mos.sync_after_commit([segment.id, *ids], {**_pick(vectors, ids), segment.id: summary_vector})
+        report.merged += 1
+        report.moved += len(pages)
+        return True
+
+    def _move_pages(self, conn: Connection, pages: Sequence[MemCube], segment_id: str, now: datetime) -> None:
+        for page in pages:
+            self.mos.catalog.replace_cube(conn, self._moved(page, segment_id, now), new_version=False)
+            self._audit(conn, now, "page", page, {"segment": segment_id})
+
+    # ---- mid -> long -------------------------------------------------------------------------
+
+    def _promote_hot(self, ns: str, report: PagingReport) -> None:
+        """Promote every active segment of the namespace at or above tau with unanalysed pages, hottest first."""
+        cfg = self.config
+        now = self.mos.clock.now()
+        # the recency term is at most gamma: only these can be at tau now
+        states = [
+            s
+            for s in self.store.in_namespace(ns, paged_out=False)
+            if cfg.alpha * s.visits + cfg.beta * s.interactions + cfg.gamma >= cfg.tau
+        ]
+        seg_cubes = self.mos.catalog.get([s.id for s in states])
+        hot = []
+        for state in states:
+            segment = seg_cubes.get(state.id)
+            h = self._current_heat(state, now)
+            if segment is not None and h >= cfg.tau and set(segment.sources) - set(state.analyzed):
+                hot.append((h, state, segment))
+        hot.sort(key=lambda item: (-item[0], item[1].created_at, item[1].id))
+        for _, state, segment in hot:
+            self._promote(ns, state, segment, report)
+
+    def _promote(self, ns: str, state: SegmentState, segment: MemCube, report: PagingReport) -> None:
+        mos = self.mos
+        analyzed = set(state.analyzed)
+        pending = [i for i in segment.sources if i not in analyzed]
+        found = mos.catalog.get(pending)
+        # a page forgotten (or expired) since it was merged is marked analysed but teaches nothing
+        pages = [found[i] for i in pending if i in found and found[i].status == Status.active]
+        profiles = self.store.cubes_in(ns, levels=["long"], labels={"type": PROFILE_TYPE})
+        profile = profiles[0] if profiles else None
+        profile_text = self._profile_text(profile, pages) if pages else None
+        user_items, assistant_items = self._knowledge(pages)
+        written: list[str] = []
+        archived: list[str] = []
+        with mos._write_lock:
+            with mos.catalog.tx() as conn:
+                current = mos.catalog.get([segment.id], conn).get(segment.id)
+                fresh = self.store.get([segment.id], conn).get(segment.id)
+                if (
+                    current is None
+                    or fresh is None
+                    or fresh.paged_out
+                    or fresh.analyzed != state.analyzed
+                    or current.header.version != segment.header.version
+                ):
+                    log.info("segment changed while promoting; left for the next run", segment=segment.id)
+                    return
+                now = mos.clock.now()
+                owner = segment.header.acl.owner
+                knowledge = [
+                    self._long_cube(segment.namespace, text, kind, sources, when, owner, now)
+                    for kind, items in ((USER_KNOWLEDGE, user_items), (ASSISTANT_KNOWLEDGE, assistant_items))
+                    for text, sources, when in items
+                ]
+                mos.catalog.insert_cubes(conn, knowledge)
+                for cube in knowledge:
+                    self._audit(conn, now, "promote", cube, {"segment": segment.id})
+                written = [c.id for c in knowledge]
+                if profile_text is not None:
+                    written.append(self._write_profile(conn, ns, segment, profile_text, pages, owner, now))
+                for kind in KNOWLEDGE_TYPES:
+                    archived += self._archive_overflow(conn, ns, kind, now)
+                fresh.analyzed = [*fresh.analyzed, *pending]
+                fresh.visits = 0
+                fresh.interactions = 0
+                fresh.last_visit = now
+                fresh.updated_at = now
+                fresh.heat = heat(0, 0, 0.0, self.config)
+                self.store.save(conn, fresh)
+                self.store.set_cube_heat(conn, {segment.id: fresh.heat})
+                self._audit(conn, now, "promote", segment, {"pages": len(pending), "knowledge": len(knowledge)})
+            mos.sync_after_commit([*written, *archived], self._stored_vectors(archived))
+        report.promoted += 1
+        report.knowledge_written += len(knowledge)
+        report.archived += len(archived)
+
+    def _knowledge(
+        self, pages: Sequence[MemCube]
+    ) -> tuple[list[tuple[str, list[str], datetime | None]], list[tuple[str, list[str], datetime | None]]]:
+        """(text, derived_from, event_time) items of user and of assistant knowledge."""
+        if not pages:
+            return [], []
+        limit = self.mos.settings.max_text_chars
+        parsed = parse_knowledge(self._ask(KNOWLEDGE_PROMPT, f"Conversation:\n{_turns(pages)}", max_tokens=800))
+        if parsed is not None:
+            ids = [p.id for p in pages]
+            when = _latest(p.header.event_time for p in pages)
+            user, assistant = parsed
+            return [(t[:limit], ids, when) for t in user], [(t[:limit], ids, when) for t in assistant]
+        if self.llm is not None:
+            log.info("LLM knowledge unusable; one knowledge cube per page instead", pages=len(pages))
+        user_items: list[tuple[str, list[str], datetime | None]] = []
+        assistant_items: list[tuple[str, list[str], datetime | None]] = []
+        for page in pages:
+            item = (page.text, [page.id], page.header.event_time)
+            (assistant_items if is_assistant(page.header.provenance.speaker) else user_items).append(item)
+        return user_items, assistant_items
+
+    def _profile_text(self, profile: MemCube | None, pages: Sequence[MemCube]) -> str | None:
+        """The new profile text; None keeps the current one."""
+        if self.llm is not None:
+            current = profile.text if profile is not None else "(none yet)"
+            answer = self._ask(
+                PROFILE_PROMPT, f"Current profile:\n{current}\n\nNew conversation:\n{_turns(pages)}", max_tokens=1500
+            )
+            if answer is not None and len(answer.strip()) >= MIN_PROFILE_CHARS:
+                return answer.strip()[: self.mos.settings.max_text_chars]
+            if profile is not None:
+                log.info("LLM profile unusable; keeping the current one")
+                return None
+        return extractive_profile(profile.text if profile is not None else None, pages, self.config)
+
+    def _write_profile(
+        self,
+        conn: Connection,
+        ns: str,
+        segment: MemCube,
+        text: str,
+        pages: Sequence[MemCube],
+        owner: str,
+        now: datetime,
+    ) -> str:
+        mos = self.mos
+        existing = self.store.cubes_in(ns, levels=["long"], labels={"type": PROFILE_TYPE}, conn=conn)
+        sources = [p.id for p in pages]
+        if not existing:
+            cube = self._long_cube(segment.namespace, text, PROFILE_TYPE, sources, None, owner, now)
+            mos.catalog.insert_cubes(conn, [cube])
+            self._audit(conn, now, "promote", cube, {"segment": segment.id})
+            return cube.id
+        current = existing[0]
+        if current.text == text:
+            return current.id
+        header = current.header.model_copy(deep=True)
+        header.version = current.header.version + 1
+        header.previous = current.header.version
+        header.updated_at = now
+        header.tokens = mos.tokenizer.count(text)
+        header.embedder = mos.embedder.id
+        header.provenance = header.provenance.model_copy(update={"derived_from": sources})
+        mos.catalog.replace_cube(conn, current.model_copy(update={"content": text, "header": header}), new_version=True)
+        self._audit(conn, now, "promote", current, {"segment": segment.id, "version": header.version})
+        return current.id
+
+    def _long_cube(
+        self,
+        namespace: tuple[str, ...],
+        text: str,
+        kind: str,
+        derived_from: list[str],
+        event_time: datetime | None,
+        owner: str,
+        now: datetime,
+    ) -> MemCube:
+        mos = self.mos
+        return MemCube(
+            id=new_id(),
+            namespace=namespace,
+            level=Level.long,
+            content=text,
+            header=Header(
+                provenance=Provenance(source=Source.fusion, actor=SYSTEM_ACTOR, derived_from=derived_from),
+                created_at=now,
+                updated_at=now,
+                event_time=event_time,
+                acl=ACL(owner=owner),
+                labels={"type": kind},
+                tokens=mos.tokenizer.count(text),
+                embedder=mos.embedder.id,
+            ),
+        )
+
+    def _archive_overflow(self, conn: Connection, ns: str, kind: str, now: datetime) -> list[str]:
+        """Archive the oldest active knowledge cubes of a kind beyond kb_capacity; return their ids."""
+        active = self.store.cubes_in(ns, levels=["long"], labels={"type": kind}, conn=conn)
+        excess = active[: max(0, len(active) - self.config.kb_capacity)]
+        for cube in excess:
+            self.mos.catalog.replace_cube(conn, _with_status(cube, Status.archived, now), new_version=False)
+            self._audit(conn, now, "archive", cube, {"reason": f"{kind} over kb_capacity"})
+        return [c.id for c in excess]
+
+    # ---- page-out and page-in ----------------------------------------------------------------
+
+    def _page_out(self, ns: str, report: PagingReport, keep: frozenset[str]) -> None:
+        """Page out the coldest active segments of a namespace beyond max_segments (caller holds the lock)."""
+        mos = self.mos
+        states = self.store.in_namespace(ns, paged_out=False)
+        excess = len(states) - self.config.max_segments
+        if excess <= 0:
+            return
+        now = mos.clock.now()
+        candidates = [s for s in states if s.id not in keep]
+        if self.config.eviction == "lfu":
+            candidates.sort(key=lambda s: (s.visits, s.created_at, s.id))
+        else:
+            candidates.sort(key=lambda s: (self._current_heat(s, now), s.created_at, s.id))
+        victims = candidates[:excess]
+        changed: list[str] = []
+        with mos.catalog.tx() as conn:
+            for state in victims:
+                changed += self._set_segment_status(conn, state, Status.archived, now)
+                state.paged_out = True
+                state.updated_at = now
+                self.store.save(conn, state)
+        mos.sync_after_commit(changed, self._stored_vectors(changed))
+        report.paged_out += len(victims)
+
+    def _set_segment_status(self, conn: Connection, state: SegmentState, status: Status, now: datetime) -> list[str]:
+        """Set a segment cube and its pages (those in the opposite paging status) to `status`; audit it."""
+        mos = self.mos
+        segment = mos.catalog.get([state.id], conn).get(state.id)
+        if segment is None:
+            return []
+        other = Status.active if status == Status.archived else Status.archived
+        pages = mos.catalog.get(segment.sources, conn)
+        movable = [pages[i] for i in segment.sources if i in pages and pages[i].status == other]
+        action = "page_out" if status == Status.archived else "page_in"
+        for cube in [segment, *movable]:
+            if cube.status == other:
+                mos.catalog.replace_cube(conn, _with_status(cube, status, now), new_version=False)
+                self._audit(conn, now, action, cube, {"segment": state.id})
+        return [segment.id, *(p.id for p in movable)]
+
+    def page_in(self, cube_ids: Sequence[str]) -> list[str]:
+        """Bring back the paged-out segments of these cubes (segments or their pages); return the segment ids."""
+        mos = self.mos
+        ids = [check_cube_id(i) for i in cube_ids]
+        with mos._write_lock:
+            owners = self.store.segment_of(ids)
+            wanted = list(dict.fromkeys(owners.get(i, i) for i in ids))
+            states = self.store.get(wanted)
+            targets = [states[i] for i in wanted if i in states and states[i].paged_out]
+            if not targets:
+                return []
+            now = mos.clock.now()
+            changed: list[str] = []
+            heats: dict[str, float] = {}
+            with mos.catalog.tx() as conn:
+                for state in targets:
+                    state.visits += 1
+                    state.last_visit = now
+                    state.updated_at = now
+                    state.paged_out = False
+                    state.heat = heat(state.visits, state.interactions, 0.0, self.config)
+                    heats[state.id] = state.heat
+                    changed += self._set_segment_status(conn, state, Status.active, now)
+                    self.store.save(conn, state)
+                self.store.set_cube_heat(conn, heats)
+            mos.sync_after_commit(changed, self._stored_vectors(changed))
+            keep = frozenset(heats)
+            report = PagingReport()
+            for ns in dict.fromkeys(s.ns for s in targets):
+                self._page_out(ns, report, keep=keep)
+        return [s.id for s in targets]
+
+    # ---- heat --------------------------------------------------------------------------------
+
+    def _current_heat(self, state: SegmentState, now: datetime) -> float:
+        return heat(state.visits, state.interactions, (now - state.last_visit).total_seconds(), self.config)
+
+    def visit(self, segment_ids: Sequence[str], now: datetime | None = None) -> None:
+        """Count a retrieval hit on each given segment: visits + 1, last visit = now, heat recomputed."""
+        mos = self.mos
+        with mos._write_lock:
+            when = now or mos.clock.now()
+            with mos.catalog.tx() as conn:
+                states = self.store.get(segment_ids, conn)
+                for state in states.values():
+                    state.visits += 1
+                    state.last_visit = when
+                    state.updated_at = when
+                    state.heat = heat(state.visits, state.interactions, 0.0, self.config)
+                    self.store.save(conn, state)
+                self.store.set_cube_heat(conn, {s.id: s.heat for s in states.values()})
+
+    def heat_of(self, segment_ids: Sequence[str], now: datetime | None = None) -> dict[str, float]:
+        """Each segment's heat at `now` (default: the clock's now), decay included."""
+        when = now or self.mos.clock.now()
+        return {i: self._current_heat(s, when) for i, s in self.store.get(segment_ids).items()}
+
+    def hottest(self, prefixes: Sequence[str] | None = None, n: int = 10) -> list[SegmentInfo]:
+        """The n hottest active segments at or below these namespace paths (None: everywhere)."""
+        now = self.mos.clock.now()
+        states = self.store.under(prefixes, paged_out=False)
+        ranked = sorted(states, key=lambda s: (-self._current_heat(s, now), s.created_at, s.id))[: max(0, n)]
+        seg_cubes = self.mos.catalog.get([s.id for s in ranked])
+        out = []
+        for state in ranked:
+            segment = seg_cubes.get(state.id)
+            summary = segment.text if segment is not None else ""
+            out.append(
+                SegmentInfo(
+                    id=state.id,
+                    ns=state.ns,
+                    heat=self._current_heat(state, now),
+                    visits=state.visits,
+                    interactions=state.interactions,
+                    pages=len(segment.sources) if segment is not None else 0,
+                    paged_out=state.paged_out,
+                    summary=summary[:120],
+                )
+            )
+        return out
+
+    def counts(self, prefixes: Sequence[str] | None = None) -> dict[str, int]:
+        """Segments active / paged out, pages short / in segments / paged out, long-term cubes by type."""
+        return self.store.paging_counts(prefixes)
+
+    def segment_of(self, page_ids: Sequence[str]) -> dict[str, str]:
+        """page id -> the id of its segment, for the given pages that belong to one."""
+        return self.store.segment_of(page_ids)
+
+    # ---- background paging -------------------------------------------------------------------
+
+    def schedule(self, namespace: str | Sequence[str]) -> None:
+        """Queue a namespace for a background run and return at once (a daemon worker runs the queue)."""
+        path = _path(namespace)
+        with self._cond:
+            if self._closed:
+                log.info("pager closed; namespace not scheduled", ns=path)
+                return
+            self._queue[path] = None
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="memos-paging", daemon=True)
+                self._worker.start()
+            self._cond.notify_all()
+
+    def _work(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._closed:
+                        self._cond.wait()
+                    if not self._queue:
+                        return
+                    ns = next(iter(self._queue))
+                    del self._queue[ns]
+                    self._busy = True
+                try:
+                    self.run([ns])
+                except Exception as exc:
+                    log.warning("background paging failed; the next write or tick retries it", ns=ns, error=str(exc))
+                finally:
+                    with self._cond:
+                        self._busy = False
+                        self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._worker = None
+                self._cond.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the queue is drained and no run is in progress; False if `timeout` passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._busy and (not self._queue or self._worker is None), timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish the queued namespaces, then stop the worker; later `schedule` calls are ignored."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _vectors(self, cubes_: Sequence[MemCube]) -> dict[str, np.ndarray]:
+        """The cubes' stored vectors, embedding the ones the index lacks."""
+        out = self._stored_vectors([c.id for c in cubes_])
+        missing = [c for c in cubes_ if c.id not in out]
+        if missing:
+            out.update(zip([c.id for c in missing], self.mos.embedder.embed([c.text for c in missing]), strict=True))
+        return out
+
+    def _stored_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The vectors the index holds for these ids (so a status change does not re-embed)."""
+        if not ids:
+            return {}
+        try:
+            return self.mos.vectors.get(ids)
+        except Exception as exc:
+            log.warning("vector index unreadable; embedding instead", error=str(exc))
+            return {}
+
+    def _audit(
+        self, conn: Connection, now: datetime, action: str, cube: MemCube, detail: Mapping[str, Any] | None = None
+    ) -> None:
+        self.mos.catalog.audit(
+            conn, at=now, actor=SYSTEM_ACTOR, action=action, cube_id=cube.id, ns=ns_path(cube.namespace), detail=detail
+        )
+
+
+def extractive_profile(current: str | None, pages: Sequence[MemCube], config: PagingConfig) -> str:
+    """'Profile (extractive): <speaker>: top keywords; ...': new pages' terms plus the current profile's keywords."""
+    previous: dict[str, list[str]] = {}
+    if current is not None and current.startswith(PROFILE_PREFIX):
+        for part in current[len(PROFILE_PREFIX) :].split(";"):
+            speaker, _, words = part.strip().partition(": ")
+            if speaker and words:
+                previous[speaker] = [w.strip() for w in words.split(",") if w.strip()]
+    texts: dict[str, list[str]] = {speaker: [] for speaker in previous}
+    for page in pages:
+        texts.setdefault(page.header.provenance.speaker or "user", []).append(page.text)
+    lines = []
+    for speaker, spoken in texts.items():
+        counts = Counter(t for text in spoken for t in informative_terms(text))
+        counts.update(previous.get(speaker, []))
+        top = [t for t, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: config.profile_keywords]]
+        if top:
+            lines.append(f"{speaker}: {', '.join(top)}")
+    return f"{PROFILE_PREFIX} {'; '.join(lines)}" if lines else f"{PROFILE_PREFIX} (no keywords yet)"
+
+
+def _with_status(cube: MemCube, status: Status, when: datetime) -> MemCube:
+    header = cube.header.model_copy(deep=True)
+    header.lifecycle.status = status
+    header.updated_at = when
+    return cube.model_copy(update={"header": header})
+
+
+def _earliest(times: Iterable[datetime | None]) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+def _latest(times: Iterable[datetime | None]) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def _pick(vectors: Mapping[str, np.ndarray], ids: Iterable[str]) -> dict[str, np.ndarray]:
+    return {i: vectors[i] for i in ids if i in vectors}
+
+
+def _path(namespace: str | Sequence[str]) -> str:
+    """A namespace given as 'a/b' or ('a', 'b') -> its validated path."""
+    return ns_path(parse_namespace(namespace))
