@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -32,6 +33,7 @@ from .common import (
 
 if TYPE_CHECKING:
     from memos.kernel import MemOS, WriteRequest
+    from memos.paging import SegmentInfo
     from memos.retrieval import Hit
 
 #: progress bars appear only for ingests at least this long (and only on a terminal)
@@ -259,11 +261,39 @@ def hits_table(hits: list[Hit], title: str | None = None, text_width: int = 72) 
     return table
 
 
-def tick(ctx: typer.Context) -> None:
-    """Run lifecycle work now: expire cubes past their TTL, finish pending vector syncs."""
+def tick(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Run lifecycle work now: expiry, paging (short -> mid -> long term, page-out), pending vector syncs."""
     with open_session(ctx) as session:
-        done = session.tick()
-    typer.echo(f"expired {plural(done['expired'], 'cube')}, re-synced {plural(done['vector_synced'], 'vector')}")
+        done = tick_report(session.tick())
+    if as_json:
+        print_json(done)
+    else:
+        typer.echo(tick_line(done))
+
+
+def tick_report(done: dict[str, int]) -> dict[str, int]:
+    """A tick's report with every paging key present (a home with no namespaces runs no paging)."""
+    from memos.paging import PagingReport
+
+    keys = ["expired", *(f.name for f in fields(PagingReport)), "vector_synced"]
+    return {**{key: int(done.get(key, 0)) for key in keys}, **{k: v for k, v in done.items() if k not in keys}}
+
+
+def tick_line(done: dict[str, int]) -> str:
+    """A tick's report as one line."""
+    return (
+        f"expired {plural(done['expired'], 'cube')}, "
+        f"moved {plural(done['moved'], 'page')} to mid-term "
+        f"({plural(done['segments_created'], 'new segment')}, {plural(done['merged'], 'merge')}), "
+        f"promoted {plural(done['promoted'], 'segment')} "
+        f"({plural(done['knowledge_written'], 'knowledge cube')} written), "
+        f"paged out {plural(done['paged_out'], 'segment')}, "
+        f"archived {plural(done['archived'], 'knowledge cube')}, "
+        f"re-synced {plural(done['vector_synced'], 'vector')}"
+    )
 
 
 def stats(
@@ -271,7 +301,7 @@ def stats(
     namespace: Annotated[str | None, typer.Argument(help="Limit to this namespace.")] = None,
     as_json: Json = False,
 ) -> None:
-    """Counts per kind, level and status, namespaces, vectors and embedder, for what you can read."""
+    """Counts per kind, level and status, the paging state and hottest segments, for what you can read."""
     with open_session(ctx) as session:
         found = session.stats(namespace)
     counts = [{"kind": k, "level": lv, "status": s, "count": n} for (k, lv, s), n in sorted(found.counts.items())]
@@ -285,6 +315,8 @@ def stats(
                 "namespaces": [{"namespace": ns, "count": n} for ns, n in found.namespaces],
                 "vectors": found.num_vectors,
                 "pending_vector_sync": found.num_pending_vector_sync,
+                "paging": found.paging,
+                "hottest": [asdict(segment) for segment in found.hottest],
             }
         )
         return
@@ -297,7 +329,55 @@ def stats(
     lines += [f"  {c['kind']} {c['level']} {c['status']}: {c['count']}" for c in counts]
     lines.append(f"namespaces: {len(found.namespaces)}")
     lines += [f"  {ns}: {n}" for ns, n in found.namespaces]
+    lines += paging_lines(found.paging)
+    lines += hottest_lines(found.hottest)
     typer.echo("\n".join(lines))
+
+
+#: paging counts shown on their own lines by `paging_lines`; any other key is listed after them as is
+_PAGING_SHOWN = frozenset(
+    {
+        "segments",
+        "segments_paged_out",
+        "short_pages",
+        "mid_pages",
+        "paged_out_pages",
+        "profiles",
+        "user_knowledge",
+        "user_knowledge_archived",
+        "assistant_knowledge",
+        "assistant_knowledge_archived",
+    }
+)
+
+
+def paging_lines(paging: dict[str, int]) -> list[str]:
+    """The paging block of `memos stats`: segments, pages per level, profile and knowledge counts."""
+    n = paging.get
+    lines = [
+        "paging:",
+        f"  segments: {n('segments', 0)} active, {n('segments_paged_out', 0)} paged out",
+        f"  pages: {n('short_pages', 0)} short, {n('mid_pages', 0)} mid, {n('paged_out_pages', 0)} paged out",
+        f"  profiles: {n('profiles', 0)}",
+        f"  user knowledge: {n('user_knowledge', 0)} ({n('user_knowledge_archived', 0)} archived)",
+        f"  assistant knowledge: {n('assistant_knowledge', 0)} ({n('assistant_knowledge_archived', 0)} archived)",
+    ]
+    lines += [f"  {key.replace('_', ' ')}: {value}" for key, value in paging.items() if key not in _PAGING_SHOWN]
+    return lines
+
+
+def hottest_lines(hottest: list[SegmentInfo]) -> list[str]:
+    """The hottest-segments block of `memos stats`: heat, visits, pages, paged-out flag, summary preview."""
+    if not hottest:
+        return ["hottest segments: none"]
+    lines = ["hottest segments:"]
+    for segment in hottest:
+        flag = ", paged out" if segment.paged_out else ""
+        lines.append(
+            f"  {segment.ns}: heat {segment.heat:.2f}, {plural(segment.visits, 'visit')}, "
+            f"{plural(segment.pages, 'page')}{flag}: {shorten(segment.summary, 64)}"
+        )
+    return lines
 
 
 def export(

@@ -1,4 +1,5 @@
-"""memos demo: ingest a five-session conversation with Maya, then ask it questions and show why each memory ranked.
+"""memos demo: ingest a five-session conversation with Maya, ask it questions and show why each memory ranked,
+then page it into the memory hierarchy and show the working set one LLM call would get.
 
     python examples/demo.py [HOME] [--embedder hash]
 
@@ -15,9 +16,11 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
-from memos import Hit, MemOS, MemosError
+from memos import Hit, MemOS, MemosError, Session
 from memos.ingest import iter_batches, scan
 
 DATA = Path(__file__).resolve().parent / "data" / "conversation.json"
@@ -31,6 +34,9 @@ QUESTIONS: list[tuple[str, dict[str, str]]] = [
     ("Which company does Maya work for?", {}),
     ("What does Maya drink in the morning these days?", {"event_from": "2023-08-01"}),
 ]
+#: the question whose working set the hierarchy step shows, and its token budget
+CONTEXT_QUESTION = "When did Maya adopt her greyhound, and what is she called?"
+CONTEXT_BUDGET = 300
 
 
 def fresh_home(path: Path) -> Path:
@@ -67,6 +73,52 @@ def hits_table(question: str, hits: list[Hit]) -> Table:
     return table
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 segment', '2 segments'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def show_hierarchy(console: Console, maya: Session) -> None:
+    """Tick (paging: short -> mid -> long term), show the hierarchy, then the working set for one question."""
+    started = time.perf_counter()
+    done = maya.tick()
+    console.rule("memory hierarchy")
+    console.print(
+        f"tick in {time.perf_counter() - started:.1f}s: moved {plural(done.get('moved', 0), 'page')} from short- "
+        f"to mid-term ({plural(done.get('segments_created', 0), 'new segment')}, "
+        f"{plural(done.get('merged', 0), 'merge')}), promoted {plural(done.get('promoted', 0), 'segment')} "
+        f"({plural(done.get('knowledge_written', 0), 'knowledge cube')} written), "
+        f"paged out {plural(done.get('paged_out', 0), 'segment')}"
+    )
+    stats = maya.stats(NAMESPACE)
+    paging = stats.paging
+    console.print(
+        f"pages: {paging.get('short_pages', 0)} short-term, {paging.get('mid_pages', 0)} mid-term "
+        f"in {paging.get('segments', 0)} segments ({paging.get('paged_out_pages', 0)} paged out); "
+        f"long-term: {paging.get('profiles', 0)} profile, {paging.get('user_knowledge', 0)} user and "
+        f"{paging.get('assistant_knowledge', 0)} assistant knowledge cubes"
+    )
+    if stats.hottest:
+        top = stats.hottest[0]
+        console.print(
+            f"hottest segment: heat {top.heat:.2f}, {plural(top.visits, 'visit')}, {plural(top.pages, 'page')}: "
+            f"{top.summary if len(top.summary) <= 80 else top.summary[:79] + '…'}",
+            markup=False,
+        )
+    working = maya.context(NAMESPACE, CONTEXT_QUESTION, CONTEXT_BUDGET)
+    console.print()
+    console.print(
+        Panel(
+            # the prompt text is shown as is: its [dates] are not rich markup
+            Text(working.render()),
+            title=f"working set: {CONTEXT_QUESTION}",
+            title_align="left",
+            subtitle=f"{len(working)} items, {working.tokens}/{CONTEXT_BUDGET} tokens",
+            subtitle_align="left",
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; return the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     if not console.is_terminal:
         console.width = max(console.width, 120)
     home = fresh_home(Path(args.home))
-    overrides = {"embedder": args.embedder} if args.embedder else {}
+    # paging runs in the hierarchy step's tick rather than in the background after each write, so the
+    # recall tables show the conversation as written and the tick shows every paging move
+    overrides: dict[str, object] = {"auto_paging": False}
+    if args.embedder:
+        overrides["embedder"] = args.embedder
     try:
         with MemOS.open(home, **overrides) as mos:
             maya = mos.as_user("maya")
@@ -98,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                     table.caption = "filtered: " + ", ".join(f"{k}={v}" for k, v in filters.items())
                 console.print(table)
                 console.print()
+            show_hierarchy(console, maya)
     except MemosError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -31,7 +31,7 @@ def text(value: Any, max_chars: int, what: str = "text") -> str:
     if not isinstance(value, str):
         raise UserError(f"{what} must be a string, not {type(value).__name__}")
     if not value.strip():
-        raise UserError(f"{what} is empty: give the memory some content")
+        raise UserError(f"{what} is empty: give some words" + (" for the memory" if what == "text" else ""))
     if len(value) > max_chars:
         raise UserError(
             f"{what} is {len(value)} characters, over the limit of {max_chars}: split it, or raise MEMOS_MAX_TEXT_CHARS"

@@ -485,7 +485,7 @@ class Session:
         ns = parse_namespace(namespace)
         query = inputs.text(query, mos.settings.max_text_chars, "query")
         if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int) or not 1 <= budget_tokens <= 1_000_000:
-            raise UserError(f"budget_tokens must be an integer from 1 to 1000000, got {budget_tokens!r}")
+            raise UserError(f"the token budget must be an integer from 1 to 1000000, got {budget_tokens!r}")
         if pool is not None:
             pool = inputs.top_k(pool)
         mos.governance.require(self.user, ns, Right.read)

@@ -194,6 +194,8 @@ class Theme:
 
 # ---- deterministic text helpers ----------------------------------------------------------------
 
+#: how many of a segment's latest pages an extractive summary is recomputed from on a merge
+MERGE_CONTEXT_PAGES = 40
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -357,6 +359,15 @@ def _turn(page: MemCube) -> str:
     return f"{speaker}: {text}" if speaker else text
 
 
+def _body(page: MemCube) -> str:
+    """A page's words without its 'Speaker: ' prefix: names say who talked, not what about."""
+    speaker = page.header.provenance.speaker
+    text = page.text
+    if speaker and text.startswith(f"{speaker}:"):
+        text = text[len(speaker) + 1 :]
+    return text
+
+
 def _turns(pages: Sequence[MemCube]) -> str:
     return "\n".join(f"- {_turn(p)}" for p in pages)
 
@@ -447,10 +458,12 @@ class Pager:
                 keywords = theme.keywords or top_keywords([theme.summary], self.config.summary_keywords)
                 return Theme(summary=theme.summary[:limit], keywords=keywords, title=theme.title)
             log.info("LLM theme unusable; using the extractive summary", pages=len(pages))
-        texts = [p.text for p in pages]
+        texts = [_body(p) for p in pages]
         if merged_into is not None:
-            earlier = self.mos.catalog.get(merged_into.sources)
-            texts = [earlier[i].text for i in merged_into.sources if i in earlier] + texts
+            # the segment's most recent pages: bounded work per merge however large the segment grows
+            recent = merged_into.sources[-MERGE_CONTEXT_PAGES:]
+            earlier = self.mos.catalog.get(recent)
+            texts = [_body(earlier[i]) for i in recent if i in earlier] + texts
         return extractive_theme(texts, self.config)
 
     def _ask(self, system: str, prompt: str, *, max_tokens: int) -> str | None:
@@ -712,7 +725,17 @@ class Pager:
                 self.store.save(conn, fresh)
                 self.store.set_cube_heat(conn, {segment.id: fresh.heat})
                 self._audit(conn, now, "promote", segment, {"pages": len(pending), "knowledge": len(knowledge)})
-            mos.sync_after_commit([*written, *archived], self._stored_vectors(archived))
+            # knowledge that copies its page word for word (the fallback) reuses the page's vector
+            texts = {p.id: p.text for p in pages}
+            copies = {
+                c.id: c.header.provenance.derived_from[0]
+                for c in knowledge
+                if len(c.header.provenance.derived_from) == 1
+                and texts.get(c.header.provenance.derived_from[0]) == c.text
+            }
+            known = self._stored_vectors(sorted({*archived, *copies.values()}))
+            reused = {cid: known[pid] for cid, pid in copies.items() if pid in known}
+            mos.sync_after_commit([*written, *archived], {**_pick(known, archived), **reused})
         report.promoted += 1
         report.knowledge_written += len(knowledge)
         report.archived += len(archived)

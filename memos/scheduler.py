@@ -57,10 +57,12 @@ class SchedulerConfig(BaseModel):
     dense: float = 1.0
     lexical: float = 1.0
     #: weight of the lexical `context` column (the turn a page follows) against the page's own text
-    lexical_context: float = 1.0
+    lexical_context: float = 0.5
     #: strength of the candidate's segment (or session): the mean of its best `group_top` base scores
-    group: float = 1.0
+    group: float = 0.5
     group_top: int = Field(default=3, ge=1)
+    #: the same, grouping by conversation session (provenance.session_id) whatever the page's level
+    session: float = 1.0
     #: the best score among a page's conversation neighbours (the page before and after it)
     neighbour: float = 0.4
     #: bonus when the query names the page's speaker
@@ -224,6 +226,10 @@ class Scorer:
             best = np.sort(base[members])[::-1][: cfg.group_top]
             group_raw[members] = best.mean()
         group = cfg.group * _z(group_raw)
+        if cfg.session:
+            group = group + cfg.session * _z(
+                _group_strength(base, [_session_key(cubes[i]) for i in ids], cfg.group_top)
+            )
         score = base + group
 
         # conversation neighbours: the page before (preceded_by) and the pages after it among the candidates
@@ -243,8 +249,9 @@ class Scorer:
         items: list[WorkingItem] = []
         for n, cube_id in enumerate(ids):
             cube = cubes[cube_id]
-            if cube.header.labels.get("type") == "segment":
-                # segments lend their pages strength through the group score; the pages are the items
+            if cube.header.labels.get("type") in ("segment", "profile"):
+                # segments lend their pages strength through the group score; the pages are the items.
+                # The profile is packed first on its own, whatever the query.
                 continue
             segment = cube.header.labels.get("segment")
             h = heat.get(segment, 0.0) if segment else 0.0
@@ -312,6 +319,23 @@ class Scorer:
             if has_vector[best]:
                 redundancy = np.maximum(redundancy, np.where(has_vector, matrix @ matrix[best], 0.0))
         return chosen
+
+
+def _group_strength(base: np.ndarray, keys: Sequence[str | None], top: int) -> np.ndarray:
+    """Per candidate: the mean of the best `top` base scores in its group (its own score when it has none)."""
+    members: dict[str, list[int]] = defaultdict(list)
+    for n, key in enumerate(keys):
+        if key is not None:
+            members[key].append(n)
+    out = base.copy()
+    for group in members.values():
+        out[group] = np.sort(base[group])[::-1][:top].mean()
+    return out
+
+
+def _session_key(cube: MemCube) -> str | None:
+    session = cube.header.provenance.session_id
+    return f"{ns_path(cube.namespace)}:{session}" if session and cube.level != Level.long else None
 
 
 def _group_key(cube: MemCube) -> str | None:

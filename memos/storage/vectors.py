@@ -88,12 +88,22 @@ class VectorIndex:
         """
         if n <= 0 or (ids is not None and not ids):
             return []
-        result = self._collection.query(
-            query_embeddings=vector.reshape(1, -1),
-            n_results=n,
-            ids=list(ids) if ids is not None else None,
-            include=["distances"],
-        )
+        try:
+            result = self._collection.query(
+                query_embeddings=vector.reshape(1, -1),
+                n_results=n,
+                ids=list(ids) if ids is not None else None,
+                include=["distances"],
+            )
+        except Exception:
+            if ids is None:
+                raise
+            # some ids have no vector yet (a change committed, its vector step still queued): rank the rest
+            indexed = self.existing(ids)
+            present = [i for i in ids if i in indexed]
+            if len(present) == len(ids):
+                raise
+            return self.query(vector, min(n, len(present)), ids=present)
         found = result["ids"][0]
         dists = result["distances"][0] if result["distances"] else [0.0] * len(found)
         return [(i, 1.0 - float(d)) for i, d in zip(found, dists, strict=True)]

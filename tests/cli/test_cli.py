@@ -223,6 +223,13 @@ def test_stats_text(cli: Cli) -> None:
         "namespaces: 2\n"
         "  alice/chat: 1\n"
         "  alice/notes: 1\n"
+        "paging:\n"
+        "  segments: 0 active, 0 paged out\n"
+        "  pages: 1 short, 0 mid, 0 paged out\n"
+        "  profiles: 0\n"
+        "  user knowledge: 0 (0 archived)\n"
+        "  assistant knowledge: 0 (0 archived)\n"
+        "hottest segments: none\n"
     )
     assert cli.json("stats", "alice/notes") == {
         "home": str(cli.home.resolve()),
@@ -232,15 +239,41 @@ def test_stats_text(cli: Cli) -> None:
         "namespaces": [{"namespace": "alice/notes", "count": 1}],
         "vectors": 2,
         "pending_vector_sync": 0,
+        "paging": {
+            "segments": 0,
+            "segments_paged_out": 0,
+            "short_pages": 0,
+            "mid_pages": 0,
+            "paged_out_pages": 0,
+            "profiles": 0,
+            "user_knowledge": 0,
+            "user_knowledge_archived": 0,
+            "assistant_knowledge": 0,
+            "assistant_knowledge_archived": 0,
+        },
+        "hottest": [],
     }
 
 
 def test_tick_expires_cubes_past_their_ttl(cli: Cli) -> None:
-    assert cli("tick").stdout == "expired 0 cubes, re-synced 0 vectors\n"
+    assert cli("tick").stdout == (
+        "expired 0 cubes, moved 0 pages to mid-term (0 new segments, 0 merges), promoted 0 segments "
+        "(0 knowledge cubes written), paged out 0 segments, archived 0 knowledge cubes, re-synced 0 vectors\n"
+    )
     cube_id = add(cli, "alice/chat", "short-lived", "--ttl", "0.2")
     time.sleep(0.3)
     # expiry also takes the cube's vector out of the index
-    assert cli("tick").stdout == "expired 1 cube, re-synced 1 vector\n"
+    assert cli.json("tick") == {
+        "expired": 1,
+        "moved": 0,
+        "segments_created": 0,
+        "merged": 0,
+        "promoted": 0,
+        "knowledge_written": 0,
+        "paged_out": 0,
+        "archived": 0,
+        "vector_synced": 1,
+    }
     assert show(cli, cube_id)["header"]["lifecycle"]["status"] == "expired"
 
 

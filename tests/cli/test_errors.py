@@ -42,8 +42,8 @@ def test_malformed_id(seeded: Cli) -> None:
 
 
 def test_empty_text(seeded: Cli) -> None:
-    assert rejected(seeded, "add", "alice/chat", "   ") == "error: text is empty: give the memory some content"
-    assert rejected(seeded, "search", "alice/chat", "") == "error: query is empty: give the memory some content"
+    assert rejected(seeded, "add", "alice/chat", "   ") == "error: text is empty: give some words for the memory"
+    assert rejected(seeded, "search", "alice/chat", "") == "error: query is empty: give some words"
 
 
 def test_text_over_the_limit(seeded: Cli) -> None:

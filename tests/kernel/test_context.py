@@ -157,9 +157,9 @@ def test_the_named_speaker_comes_first(mos: MemOS) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"budget_tokens": 0}, "budget_tokens"),
-        ({"budget_tokens": "many"}, "budget_tokens"),
-        ({"budget_tokens": True}, "budget_tokens"),
+        ({"budget_tokens": 0}, "token budget"),
+        ({"budget_tokens": "many"}, "token budget"),
+        ({"budget_tokens": True}, "token budget"),
         ({"pool": 0}, "k must be"),
     ],
 )
@@ -216,3 +216,24 @@ def test_tick_and_writes_in_parallel_lose_nothing(home: Path, clock: ManualClock
         assert sorted(texts) == sorted(f"Alice: note number {n} about topic {n % 4}" for n in range(30))
     finally:
         mos.close()
+
+
+def test_the_profile_is_packed_once(home: Path, clock: ManualClock) -> None:
+    mos = MemOS.open(home, embedder="hash", clock=clock, auto_paging=False, paging={"stm_capacity": 3, "tau": 2})
+    _write(mos)
+    mos.as_user("alice").tick()
+    assert mos.as_user("alice").stats().paging["profiles"] == 1
+    working = mos.as_user("alice").context(NS, "Alice profile kitten marathon", budget_tokens=20000)
+    profiles = [i for i in working.items if i.section == "profile"]
+    assert len(profiles) == 1
+    assert working.render().count("## User profile") == 1
+    mos.close()
+
+
+def test_a_cube_whose_vector_is_not_indexed_yet_is_still_searchable(mos: MemOS) -> None:
+    ids = _write(mos)
+    mos.vectors.delete([ids[0]])  # as if its vector step had not run yet
+    working = mos.as_user("alice").context(NS, "grey kitten Miso", budget_tokens=1500)
+    assert ids[0] in {p for item in working.ranked for p in item.carries}
+    hits = mos.as_user("alice").recall(NS, "grey kitten Miso")
+    assert ids[0] in {h.cube.id for h in hits}

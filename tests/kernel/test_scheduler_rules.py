@@ -59,7 +59,7 @@ def cube(
 
 
 def rank(cubes: list[MemCube], dense: dict[str, float], lexical: dict[str, float] | None = None, **cfg: float):
-    config = SchedulerConfig(**{"heat": 0.0, "recency": 0.0, **cfg})
+    config = SchedulerConfig(**{"heat": 0.0, "recency": 0.0, "session": 0.0, **cfg})
     by_id = {c.id: c for c in cubes}
     return Scorer(config, NOW).rank("what did Bob say", by_id, dense, lexical or {}, {}, {})
 
@@ -120,7 +120,7 @@ def test_when_questions_favour_cubes_with_an_event_time() -> None:
     undated = cube("undated")
     cubes = {c.id: c for c in (dated, undated)}
     dense = {dated.id: 0.5, undated.id: 0.5}
-    cfg = SchedulerConfig(heat=0.0, recency=0.0, group=0.0, neighbour=0.0, mmr=0.0)
+    cfg = SchedulerConfig(heat=0.0, recency=0.0, group=0.0, session=0.0, neighbour=0.0, mmr=0.0)
     when = Scorer(cfg, NOW).rank("when did it happen", cubes, dense, {}, {}, {})
     what = Scorer(cfg, NOW).rank("what happened", cubes, dense, {}, {}, {})
     assert when[0].cube.id == dated.id and when[0].why["temporal"] == 0.3
@@ -161,7 +161,7 @@ def test_mmr_prefers_a_different_item_over_a_near_copy() -> None:
     vectors = {a.id: np.array([1.0, 0.0]), near.id: np.array([0.9, np.sqrt(1 - 0.81)]), far.id: np.array([0.0, 1.0])}
     cubes = {c.id: c for c in (a, near, far)}
     dense = {a.id: 0.9, near.id: 0.85, far.id: 0.8}
-    cfg = SchedulerConfig(group=0.0, neighbour=0.0, heat=0.0, recency=0.0, mmr=2.0)
+    cfg = SchedulerConfig(group=0.0, session=0.0, neighbour=0.0, heat=0.0, recency=0.0, mmr=2.0)
     items = Scorer(cfg, NOW).rank("q", cubes, dense, {}, vectors, {})
     assert [i.cube.id for i in items] == [a.id, far.id, near.id]
     assert items[2].why["redundancy"] == pytest.approx(0.9)
