@@ -11,13 +11,10 @@ Nothing is ever deleted. Every step that could use an LLM has a deterministic fa
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import threading
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,7 +28,6 @@ from memos.ids import new_id
 from memos.inputs import cube_id as check_cube_id
 from memos.llm.base import LLM, Message
 from memos.log import get_logger
-from memos.storage.catalog import query_terms
 from memos.storage.segments import (
     ASSISTANT_KNOWLEDGE,
     KNOWLEDGE_TYPES,
@@ -41,6 +37,26 @@ from memos.storage.segments import (
     USER_KNOWLEDGE,
     SegmentState,
     SegmentStore,
+)
+from memos.summaries import (
+    CONTINUITY_PROMPT,
+    KNOWLEDGE_PROMPT,
+    MIN_PROFILE_CHARS,
+    PROFILE_PROMPT,
+    THEME_PROMPT,
+    Theme,
+    cosine,
+    extractive_profile,
+    extractive_theme,
+    is_assistant,
+    match_score,
+    page_body,
+    parse_knowledge,
+    parse_theme,
+    parse_verdict,
+    quote_turn,
+    quote_turns,
+    top_keywords,
 )
 
 if TYPE_CHECKING:
@@ -53,13 +69,6 @@ log = get_logger("paging")
 
 #: the actor named in the audit entries of every paging write
 SYSTEM_ACTOR = "memos"
-#: speakers whose turns feed assistant knowledge (compared case-insensitively); any other is the user
-ASSISTANT_SPEAKERS = frozenset({"assistant", "ai", "bot", "agent", "system"})
-#: an LLM profile shorter than this is treated as a failed answer (MemoryOS keeps the old one)
-MIN_PROFILE_CHARS = 30
-#: how much of each turn an LLM prompt quotes
-MAX_TURN_CHARS = 2000
-PROFILE_PREFIX = "Profile (extractive):"
 
 
 class PagingConfig(BaseModel):
@@ -183,196 +192,11 @@ class SegmentInfo:
     summary: str
 
 
-@dataclass(frozen=True)
-class Theme:
-    """A chain's (or segment's) summary and keywords."""
+# ---- the pager ----------------------------------------------------------------------------------
 
-    summary: str
-    keywords: list[str] = field(default_factory=list)
-    title: str = ""
-
-
-# ---- deterministic text helpers ----------------------------------------------------------------
 
 #: how many of a segment's latest pages an extractive summary is recomputed from on a merge
 MERGE_CONTEXT_PAGES = 40
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def informative_terms(text: str) -> list[str]:
-    """The words of a text worth a keyword (stop words, numbers and words under 3 letters dropped), repeats kept."""
-    out: list[str] = []
-    for token in text.split():
-        out.extend(t for t in query_terms(token) if len(t) >= 3 and not t.isdigit())
-    return out
-
-
-def top_keywords(texts: Iterable[str], n: int) -> list[str]:
-    """The n most frequent informative terms of the texts; ties in alphabetical order."""
-    counts = Counter(t for text in texts for t in informative_terms(text))
-    return [term for term, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:n]]
-
-
-def leading_sentence(text: str) -> str:
-    """The first sentence of a text, whitespace collapsed."""
-    flat = " ".join(text.split())
-    return _SENTENCE_END.split(flat, maxsplit=1)[0] if flat else ""
-
-
-def extractive_theme(texts: Sequence[str], config: PagingConfig) -> Theme:
-    """Keywords = the most frequent informative terms; summary = 'Topics: ...' + leading sentences, capped."""
-    keywords = top_keywords(texts, config.summary_keywords)
-    parts = [f"Topics: {', '.join(keywords)}."] if keywords else []
-    words = sum(len(p.split()) for p in parts)
-    for text in texts:
-        if words >= config.summary_words:
-            break
-        sentence = leading_sentence(text)
-        if sentence:
-            parts.append(sentence)
-            words += len(sentence.split())
-    summary = " ".join(" ".join(parts).split()[: config.summary_words])
-    return Theme(summary=summary or " ".join(texts[0].split()[: config.summary_words]), keywords=keywords)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two vectors (0 when either is all zeros)."""
-    norm = float(np.linalg.norm(a)) * float(np.linalg.norm(b))
-    return float(np.dot(a, b)) / norm if norm else 0.0
-
-
-def jaccard(a: Iterable[str], b: Iterable[str]) -> float:
-    """|A & B| / |A | B| of two keyword sets (0 when both are empty)."""
-    left, right = set(a), set(b)
-    union = left | right
-    return len(left & right) / len(union) if union else 0.0
-
-
-def match_score(
-    theme_vector: np.ndarray, theme_keywords: Iterable[str], segment_vector: np.ndarray, segment_keywords: Iterable[str]
-) -> float:
-    """How well a chain's theme fits a segment: cosine of the summaries' vectors + Jaccard of the keywords."""
-    return cosine(theme_vector, segment_vector) + jaccard(theme_keywords, segment_keywords)
-
-
-def is_assistant(speaker: str | None) -> bool:
-    """Whether a speaker name stands for the assistant side of a conversation."""
-    return speaker is not None and speaker.strip().lower() in ASSISTANT_SPEAKERS
-
-
-# ---- parsing what an LLM answered ---------------------------------------------------------------
-
-_VERDICT = re.compile(r"^[\W_]*(true|false|yes|no)\b")
-_BULLET = re.compile(r"^\s*(?:[-*•]+|\d+[.)])\s*")
-_HEADING = re.compile(
-    r"^[\s#*_\[【(]*(user|assistant)(?:'s)?\s+(?:private\s+data|knowledge|facts)[\s*_\]】)]*:?\s*(.*)$", re.IGNORECASE
-)
-
-
-def parse_verdict(text: str | None) -> bool:
-    """A lenient true/false answer: 'true', 'Yes.', '**True**' ... are true; anything unclear is false."""
-    if not text:
-        return False
-    match = _VERDICT.match(text.strip().lower())
-    return match is not None and match.group(1) in ("true", "yes")
-
-
-def parse_theme(text: str | None) -> Theme | None:
-    """A theme from an answer holding a JSON object {"theme", "keywords", "content"} (or a list of them)."""
-    if not text:
-        return None
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if not starts:
-        return None
-    start = min(starts)
-    end = max(text.rfind("}"), text.rfind("]"))
-    try:
-        value = json.loads(text[start : end + 1])
-    except json.JSONDecodeError:
-        return None
-    if isinstance(value, list):
-        value = next((item for item in value if isinstance(item, dict)), None)
-    if not isinstance(value, dict):
-        return None
-    content = value.get("content") or value.get("summary")
-    if not isinstance(content, str) or not content.strip():
-        return None
-    raw = value.get("keywords", [])
-    if isinstance(raw, str):
-        raw = raw.split(",")
-    keywords = list(dict.fromkeys(k.strip().lower() for k in raw if isinstance(k, str) and k.strip()))[:20]
-    title = value.get("theme")
-    return Theme(summary=content.strip(), keywords=keywords, title=title.strip() if isinstance(title, str) else "")
-
-
-def parse_knowledge(text: str | None) -> tuple[list[str], list[str]] | None:
-    """(user knowledge, assistant knowledge) lines under their headings; 'None' skipped; None if no heading."""
-    if not text:
-        return None
-    sections: dict[str, list[str]] = {}
-    current: str | None = None
-    for line in text.splitlines():
-        heading = _HEADING.match(line.strip())
-        if heading:
-            current = heading.group(1).lower()
-            sections.setdefault(current, [])
-            rest = heading.group(2).strip()
-        elif current is None:
-            continue
-        else:
-            rest = line.strip()
-        item = _BULLET.sub("", rest).strip()
-        if item and item.strip(" .!").lower() != "none":
-            sections[current].append(item)
-    if not sections:
-        return None
-    return sections.get("user", []), sections.get("assistant", [])
-
-
-# ---- prompts ------------------------------------------------------------------------------------
-
-CONTINUITY_PROMPT = (
-    "TASK: continuity. You decide whether a later conversation turn continues the topic of an earlier one. "
-    "Answer with one word: true or false."
-)
-THEME_PROMPT = (
-    "TASK: theme. Summarise the conversation turns as one theme. Reply with only a JSON object: "
-    '{"theme": "a short title", "keywords": ["3 to 8 lower-case keywords"], '
-    '"content": "a summary in 1 to 3 sentences"}.'
-)
-PROFILE_PROMPT = (
-    "TASK: profile. Keep a profile of the user: personality, preferences, habits, relationships, goals and "
-    "skills, each with its evidence. Rewrite the whole profile from the current one and the new "
-    "conversation. Reply with the profile text only."
-)
-KNOWLEDGE_PROMPT = (
-    "TASK: knowledge. Extract durable facts from the conversation. Reply in exactly this format:\n"
-    "User knowledge:\n- one fact about the user per line\n"
-    "Assistant knowledge:\n- one thing the assistant stated, did or committed to per line\n"
-    "Write None under a heading that gets nothing."
-)
-
-
-def _turn(page: MemCube) -> str:
-    speaker = page.header.provenance.speaker
-    text = page.text[:MAX_TURN_CHARS]
-    return f"{speaker}: {text}" if speaker else text
-
-
-def _body(page: MemCube) -> str:
-    """A page's words without its 'Speaker: ' prefix: names say who talked, not what about."""
-    speaker = page.header.provenance.speaker
-    text = page.text
-    if speaker and text.startswith(f"{speaker}:"):
-        text = text[len(speaker) + 1 :]
-    return text
-
-
-def _turns(pages: Sequence[MemCube]) -> str:
-    return "\n".join(f"- {_turn(p)}" for p in pages)
-
-
-# ---- the pager ----------------------------------------------------------------------------------
 
 
 class Pager:
@@ -437,7 +261,9 @@ class Pager:
     def _continuous(self, earlier: MemCube, later: MemCube, vectors: Mapping[str, np.ndarray]) -> bool:
         if self.llm is not None:
             answer = self._ask(
-                CONTINUITY_PROMPT, f"Earlier turn:\n{_turn(earlier)}\n\nLater turn:\n{_turn(later)}", max_tokens=5
+                CONTINUITY_PROMPT,
+                f"Earlier turn:\n{quote_turn(earlier)}\n\nLater turn:\n{quote_turn(later)}",
+                max_tokens=5,
             )
             if answer is not None:
                 return parse_verdict(answer)
@@ -449,21 +275,21 @@ class Pager:
     def _theme(self, pages: Sequence[MemCube], *, merged_into: MemCube | None = None) -> Theme:
         """The theme of new pages; when merging, of the segment's summary plus them."""
         if self.llm is not None:
-            prompt = f"Turns:\n{_turns(pages)}"
+            prompt = f"Turns:\n{quote_turns(pages)}"
             if merged_into is not None:
-                prompt = f"Existing summary:\n{merged_into.text}\n\nNew turns:\n{_turns(pages)}"
+                prompt = f"Existing summary:\n{merged_into.text}\n\nNew turns:\n{quote_turns(pages)}"
             theme = parse_theme(self._ask(THEME_PROMPT, prompt, max_tokens=400))
             if theme is not None:
                 limit = self.mos.settings.max_text_chars
                 keywords = theme.keywords or top_keywords([theme.summary], self.config.summary_keywords)
                 return Theme(summary=theme.summary[:limit], keywords=keywords, title=theme.title)
             log.info("LLM theme unusable; using the extractive summary", pages=len(pages))
-        texts = [_body(p) for p in pages]
+        texts = [page_body(p) for p in pages]
         if merged_into is not None:
             # the segment's most recent pages: bounded work per merge however large the segment grows
             recent = merged_into.sources[-MERGE_CONTEXT_PAGES:]
             earlier = self.mos.catalog.get(recent)
-            texts = [_body(earlier[i]) for i in recent if i in earlier] + texts
+            texts = [page_body(earlier[i]) for i in recent if i in earlier] + texts
         return extractive_theme(texts, self.config)
 
     def _ask(self, system: str, prompt: str, *, max_tokens: int) -> str | None:
@@ -747,7 +573,7 @@ class Pager:
         if not pages:
             return [], []
         limit = self.mos.settings.max_text_chars
-        parsed = parse_knowledge(self._ask(KNOWLEDGE_PROMPT, f"Conversation:\n{_turns(pages)}", max_tokens=800))
+        parsed = parse_knowledge(self._ask(KNOWLEDGE_PROMPT, f"Conversation:\n{quote_turns(pages)}", max_tokens=800))
         if parsed is not None:
             ids = [p.id for p in pages]
             when = _latest(p.header.event_time for p in pages)
@@ -767,7 +593,9 @@ class Pager:
         if self.llm is not None:
             current = profile.text if profile is not None else "(none yet)"
             answer = self._ask(
-                PROFILE_PROMPT, f"Current profile:\n{current}\n\nNew conversation:\n{_turns(pages)}", max_tokens=1500
+                PROFILE_PROMPT,
+                f"Current profile:\n{current}\n\nNew conversation:\n{quote_turns(pages)}",
+                max_tokens=1500,
             )
             if answer is not None and len(answer.strip()) >= MIN_PROFILE_CHARS:
                 return answer.strip()[: self.mos.settings.max_text_chars]
@@ -1055,27 +883,6 @@ class Pager:
         self.mos.catalog.audit(
             conn, at=now, actor=SYSTEM_ACTOR, action=action, cube_id=cube.id, ns=ns_path(cube.namespace), detail=detail
         )
-
-
-def extractive_profile(current: str | None, pages: Sequence[MemCube], config: PagingConfig) -> str:
-    """'Profile (extractive): <speaker>: top keywords; ...': new pages' terms plus the current profile's keywords."""
-    previous: dict[str, list[str]] = {}
-    if current is not None and current.startswith(PROFILE_PREFIX):
-        for part in current[len(PROFILE_PREFIX) :].split(";"):
-            speaker, _, words = part.strip().partition(": ")
-            if speaker and words:
-                previous[speaker] = [w.strip() for w in words.split(",") if w.strip()]
-    texts: dict[str, list[str]] = {speaker: [] for speaker in previous}
-    for page in pages:
-        texts.setdefault(page.header.provenance.speaker or "user", []).append(page.text)
-    lines = []
-    for speaker, spoken in texts.items():
-        counts = Counter(t for text in spoken for t in informative_terms(text))
-        counts.update(previous.get(speaker, []))
-        top = [t for t, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: config.profile_keywords]]
-        if top:
-            lines.append(f"{speaker}: {', '.join(top)}")
-    return f"{PROFILE_PREFIX} {'; '.join(lines)}" if lines else f"{PROFILE_PREFIX} (no keywords yet)"
 
 
 def _with_status(cube: MemCube, status: Status, when: datetime) -> MemCube:

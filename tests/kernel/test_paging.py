@@ -18,13 +18,10 @@ from memos.errors import BackendError
 from memos.ids import new_id
 from memos.llm.base import Message, ToolSchema
 from memos.llm.testing import FunctionLLM, ScriptedLLM
-from memos.paging import (
-    PRESETS,
-    Pager,
-    PagingConfig,
+from memos.paging import PRESETS, Pager, PagingConfig, heat
+from memos.summaries import (
     extractive_profile,
     extractive_theme,
-    heat,
     match_score,
     parse_knowledge,
     parse_theme,
