@@ -63,6 +63,8 @@ class SchedulerConfig(BaseModel):
     group_top: int = Field(default=3, ge=1)
     #: the same, grouping by conversation session (provenance.session_id) whatever the page's level
     session: float = 1.0
+    #: the lowest the group terms together may go (None: no floor): a weak group need not sink a strong page
+    group_floor: float | None = 0.0
     #: the best score among a page's conversation neighbours (the page before and after it)
     neighbour: float = 0.4
     #: bonus when the query names the page's speaker
@@ -230,6 +232,8 @@ class Scorer:
             group = group + cfg.session * _z(
                 _group_strength(base, [_session_key(cubes[i]) for i in ids], cfg.group_top)
             )
+        if cfg.group_floor is not None:
+            group = np.maximum(group, cfg.group_floor)
         score = base + group
 
         # conversation neighbours: the page before (preceded_by) and the pages after it among the candidates

@@ -211,3 +211,20 @@ def test_packing_never_exceeds_the_budget(texts: list[str], budget: int) -> None
     packed, tokens = pack(items, budget, TOKENIZER)
     assert tokens <= budget
     assert TOKENIZER.count(render_items(packed)) == tokens
+
+
+def test_a_weak_group_never_pulls_a_page_below_its_own_relevance() -> None:
+    # `best` sits in a session whose other pages are poor matches; `rival` has a strong session
+    best = cube("best", session="weak", level=Level.short)
+    poor = [cube(f"poor {n}", session="weak", level=Level.short) for n in range(3)]
+    rival = cube("rival", session="strong", level=Level.short)
+    mates = [cube(f"mate {n}", session="strong", level=Level.short) for n in range(2)]
+    dense = {best.id: 0.9, rival.id: 0.8, **{c.id: 0.0 for c in poor}, **{c.id: 0.8 for c in mates}}
+    everyone = [best, *poor, rival, *mates]
+    floored = rank(everyone, dense, neighbour=0.0, mmr=0.0, session=0.0, group=1.0)
+    sunk = rank(everyone, dense, neighbour=0.0, mmr=0.0, session=0.0, group=1.0, group_floor=None)
+    floored_best = next(i for i in floored if i.cube.id == best.id)
+    sunk_best = next(i for i in sunk if i.cube.id == best.id)
+    assert floored_best.why["group"] == 0.0
+    assert sunk_best.why["group"] < 0.0
+    assert floored_best.score > sunk_best.score
