@@ -72,8 +72,9 @@ def command_line() -> str:
     """The command as typed from the repository root."""
 
     def rel(p: str) -> str:
+        # absolute() keeps symlinks (a venv's python links outside the repository)
         try:
-            return str(Path(p).resolve().relative_to(Path.cwd()))
+            return str(Path(p).absolute().relative_to(Path.cwd()))
         except ValueError:
             return p
 

@@ -297,7 +297,9 @@ def render(result: Run, args: argparse.Namespace) -> str:
     lines += table(["system", *[f"R@{k}" for k in KS]], [[n, *map(str, v)] for n, v in ANCHORS], "l" + "r" * len(KS))
     lines += ["", "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in machine().items()]
-    lines += [f"- measured: {kernel_version()}", "", "## Command", "", f"    {command_line()}", ""]
+    # the data file lives wherever the user keeps it: name it, not its folder
+    command = command_line().replace(str(args.data), f"PATH/TO/{args.data.name}")
+    lines += [f"- measured: {kernel_version()}", "", "## Command", "", f"    {command}", ""]
     return "\n".join(lines)
 
 
