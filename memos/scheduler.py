@@ -157,6 +157,8 @@ def format_date(when: datetime | None) -> str:
 def render_line(cube: MemCube) -> str:
     """One item as a prompt line: its date in brackets, then its text on one line."""
     text = " ".join(cube.text.split())
+    if cube.header.labels.get("type") == "profile":
+        return text  # a profile is about the person, not dated by when it was last rewritten
     date = format_date(cube.header.event_time or cube.header.created_at)
     return f"[{date}] {text}" if date else text
 

@@ -229,10 +229,14 @@ def extractive_profile(current: str | None, pages: Sequence[MemCube], config: Pa
                 previous[speaker] = [w.strip() for w in words.split(",") if w.strip()]
     texts: dict[str, list[str]] = {speaker: [] for speaker in previous}
     for page in pages:
-        texts.setdefault(page.header.provenance.speaker or "user", []).append(page.text)
+        speaker = page.header.provenance.speaker
+        # the profile is the user's: the assistant's side of the conversation says little about them
+        if not is_assistant(speaker):
+            texts.setdefault(speaker or "user", []).append(page_body(page))
+    names = {informative for speaker in texts for informative in informative_terms(speaker)}
     lines = []
     for speaker, spoken in texts.items():
-        counts = Counter(t for text in spoken for t in informative_terms(text))
+        counts = Counter(t for text in spoken for t in informative_terms(text) if t not in names)
         counts.update(previous.get(speaker, []))
         top = [t for t, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: config.profile_keywords]]
         if top:

@@ -171,6 +171,8 @@ def test_lines_carry_the_event_date() -> None:
     dated = cube("Alice: we moved", event_time=datetime(2023, 5, 8, 13, 56, tzinfo=UTC))
     assert render_line(dated) == "[8 May 2023] Alice: we moved"
     assert format_date(None) == ""
+    profile = cube("Profile (extractive): Alice: cats", level=Level.long, labels={"type": "profile"})
+    assert render_line(profile) == "Profile (extractive): Alice: cats"
 
 
 def _item(c: MemCube, score: float) -> WorkingItem:
