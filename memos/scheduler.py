@@ -432,7 +432,7 @@ class Scheduler:
         )
         query_vector = mos.embedder.embed([query])[0]
         dense = dict(dense_candidates(mos.catalog, mos.vectors, query_vector, flt, cfg.pool))
-        lexical = dict(mos.catalog.lexical(query, flt, cfg.pool, context_weight=cfg.lexical_context))
+        lexical = dict(mos.catalog.lexical_local(query, flt, cfg.pool, context_weight=cfg.lexical_context))
         cubes = mos.catalog.get(sorted(set(dense) | set(lexical)))
         vectors = mos.vectors.get(sorted(cubes))
         # exact cosines for the lexical-only candidates too, so both lists score every candidate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -478,6 +479,60 @@ class Catalog:
             )
             return [(cid, -float(s)) for cid, s in c.execute(stmt)]
 
+    def lexical_local(
+        self, query: str, flt: CubeFilter, limit: int, *, context_weight: float = 0.0
+    ) -> list[tuple[str, float]]:
+        """`lexical`, re-scored with term statistics counted in the filter's namespaces, not the whole index.
+
+        BM25's idf says how rare a word is; in a home shared by many users a word rare in one person's
+        memory can be common overall (a friend's name, a hobby) and the other way round. The best
+        `limit` hits are re-scored term by term: FTS5's per-term BM25 divided by the global idf and
+        multiplied by the idf among the namespaces' own rows. SQLite only (PostgreSQL's ts_rank has
+        no idf); elsewhere, and without namespaces, the hits are returned as `lexical` ranks them.
+        """
+        hits = self.lexical(query, flt, limit, context_weight=context_weight)
+        if self.dialect != "sqlite" or not hits or not flt.prefixes:
+            return hits
+        terms = self._informative_terms(query_terms(query))
+        fts = sa.literal_column("cubes_fts")
+        fts_rows = sa.table("cubes_fts", sa.column("rowid"))
+        docsize = sa.table("cubes_fts_docsize", sa.column("id"))
+        in_namespaces = sa.or_(*(prefix_clause(cubes.c.ns, p) for p in flt.prefixes))
+        weights = (1.0, max(context_weight, 0.0))
+        with self.read() as c:
+            rids = self._rids(c, [i for i, _ in hits])
+            marks = ",".join("?" for _ in rids)
+            total = c.exec_driver_sql("SELECT count(*) FROM cubes_fts_docsize").scalar_one()
+            local_total = c.execute(
+                sa.select(sa.func.count())
+                .select_from(docsize.join(cubes, cubes.c.rid == docsize.c.id))
+                .where(in_namespaces)
+            ).scalar_one()
+            scores = dict.fromkeys(rids.values(), 0.0)
+            for term in terms:
+                match = f'"{term}"' if context_weight > 0 else f'content : "{term}"'
+                everywhere = c.exec_driver_sql(
+                    "SELECT count(*) FROM cubes_fts WHERE cubes_fts MATCH ?", (match,)
+                ).scalar_one()
+                if not everywhere:
+                    continue
+                local = c.execute(
+                    sa.select(sa.func.count())
+                    .select_from(fts_rows.join(cubes, cubes.c.rid == fts_rows.c.rowid))
+                    .where(fts.op("MATCH")(match))
+                    .where(in_namespaces)
+                ).scalar_one()
+                factor = _fts_idf(local_total, local) / _fts_idf(total, everywhere) if local else 0.0
+                rows = c.exec_driver_sql(
+                    "SELECT rowid, bm25(cubes_fts, ?, ?) FROM cubes_fts"
+                    f" WHERE cubes_fts MATCH ? AND rowid IN ({marks})",
+                    (*weights, match, *rids.values()),
+                )
+                for rid, score in rows:
+                    scores[int(rid)] -= float(score) * factor  # bm25() is lower-is-better
+        rescored = [(cube_id, scores[rid]) for cube_id, rid in rids.items()]
+        return sorted(rescored, key=lambda h: (-h[1], h[0]))
+
     def _informative_terms(self, terms: list[str]) -> list[str]:
         """Drop the terms found in more than MAX_TERM_SHARE of the cubes while rarer ones remain."""
         with self.read() as c:
@@ -702,6 +757,11 @@ class Catalog:
         else:
             with self.read() as c:
                 yield c
+
+
+def _fts_idf(num_docs: int, num_with_term: int) -> float:
+    """FTS5's BM25 idf: log((N - n + 0.5) / (n + 0.5)), floored at 1e-6 as FTS5 does."""
+    return max(math.log((num_docs - num_with_term + 0.5) / (num_with_term + 0.5)), 1e-6)
 
 
 def _to_row(cube: MemCube) -> dict[str, Any]:
