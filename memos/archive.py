@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from memos import inputs
 from memos.cube import ACL, MemCube, Namespace, Right, Status, ns_path, parse_namespace
-from memos.errors import Conflict, UserError
+from memos.errors import Conflict, UserError, first_problem
 from memos.ids import new_id
 from memos.log import get_logger
 from memos.storage.catalog import Catalog, CubeFilter
@@ -493,9 +493,8 @@ def _cubes(path: Path, name: str, data: bytes, max_text_chars: int) -> list[tupl
             cube = MemCube.model_validate_json(line)
             _check_fields(cube, max_text_chars)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(map(str, first["loc"]))
-            detail = f"{where}: {first['msg']}" if where else first["msg"]
+            where, problem = first_problem(exc)
+            detail = f"{where}: {problem}" if where else problem
             raise UserError(f"archive {path}: {name} line {lineno} is not a valid cube ({detail})") from None
         except UserError as exc:
             raise UserError(f"archive {path}: {name} line {lineno} is not a valid cube ({exc})") from None

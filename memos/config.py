@@ -15,7 +15,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from memos.errors import UserError
+from memos.errors import UserError, first_problem
 
 CONFIG_FILE = "memos.toml"
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("memos_toml_path", default=None)
@@ -94,10 +94,7 @@ class Settings(BaseSettings):
         try:
             return cls(**{**overrides, "home": resolved})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "settings"
-            raise UserError(
-                f"bad setting {where}: {first['msg']} (check MEMOS_{where.upper()} or {toml_file})"
-            ) from exc
+            where, problem = first_problem(exc, "settings")
+            raise UserError(f"bad setting {where}: {problem} (check MEMOS_{where.upper()} or {toml_file})") from exc
         finally:
             _toml_path.reset(token)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class MemosError(Exception):
@@ -42,3 +45,9 @@ class BackendError(MemosError):
     """A dependency (database, vector index, model server) failed: the message names it."""
 
     exit_code = 1
+
+
+def first_problem(exc: ValidationError, default: str = "") -> tuple[str, str]:
+    """(dotted location, message) of the first problem a pydantic validation error reports."""
+    first = exc.errors()[0]
+    return ".".join(str(part) for part in first["loc"]) or default, str(first["msg"])

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from memos.cube import Kind, Level, Provenance, Right, Status
-from memos.errors import UserError
+from memos.errors import UserError, first_problem
 from memos.ids import is_id
 
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -107,11 +107,9 @@ def provenance(value: Any, actor: str) -> Provenance:
     try:
         return Provenance.model_validate({**value, "actor": actor})
     except ValidationError as exc:
-        first = exc.errors()[0]
+        where, problem = first_problem(exc)
         allowed = ", ".join(f for f in Provenance.model_fields if f != "actor")
-        raise UserError(
-            f"bad provenance field {'.'.join(map(str, first['loc']))}: {first['msg']} (fields: {allowed})"
-        ) from None
+        raise UserError(f"bad provenance field {where}: {problem} (fields: {allowed})") from None
 
 
 def cube_id(value: Any) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memos.cube import ACL, Header, Level, MemCube, Provenance, Source, Status, Usage, ns_path, parse_namespace
-from memos.errors import UserError
+from memos.errors import UserError, first_problem
 from memos.ids import new_id
 from memos.inputs import cube_id as check_cube_id
 from memos.llm.base import LLM, Message
@@ -113,10 +113,9 @@ class PagingConfig(BaseModel):
         try:
             return type(self).model_validate({**self.model_dump(), **overrides})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "paging"
+            where, problem = first_problem(exc, "paging")
             raise UserError(
-                f"bad paging setting {where}: {first['msg']} (MEMOS_PAGING or the [paging] table of memos.toml)"
+                f"bad paging setting {where}: {problem} (MEMOS_PAGING or the [paging] table of memos.toml)"
             ) from None
 
     @classmethod

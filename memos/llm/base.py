@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from memos.errors import UserError
+from memos.errors import UserError, first_problem
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -179,9 +179,8 @@ ToolLike = ToolSchema | Mapping[str, Any]
 
 
 def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "value"
-    return f"{where}: {first['msg']}"
+    where, problem = first_problem(exc, "value")
+    return f"{where}: {problem}"
 
 
 def validate_messages(messages: Sequence[MessageLike]) -> list[Message]:
