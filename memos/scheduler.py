@@ -218,18 +218,7 @@ class Scorer:
         base = cfg.dense * _z(dense_raw) + cfg.lexical * _z(lexical_raw)
         index = {cube_id: n for n, cube_id in enumerate(ids)}
 
-        groups: dict[str, list[int]] = defaultdict(list)
-        keys: list[str | None] = []
-        for n, cube_id in enumerate(ids):
-            key = _group_key(cubes[cube_id])
-            keys.append(key)
-            if key is not None:
-                groups[key].append(n)
-        group_raw = base.copy()
-        for members in groups.values():
-            best = np.sort(base[members])[::-1][: cfg.group_top]
-            group_raw[members] = best.mean()
-        group = cfg.group * _z(group_raw)
+        group = cfg.group * _z(_group_strength(base, [_group_key(cubes[i]) for i in ids], cfg.group_top))
         if cfg.session:
             group = group + cfg.session * _z(
                 _group_strength(base, [_session_key(cubes[i]) for i in ids], cfg.group_top)
@@ -351,10 +340,8 @@ def _group_key(cube: MemCube) -> str | None:
     segment = cube.header.labels.get("segment")
     if segment:
         return f"segment:{segment}"
-    session = cube.header.provenance.session_id
-    if session and cube.level != Level.long:
-        return f"session:{ns_path(cube.namespace)}:{session}"
-    return None
+    session = _session_key(cube)
+    return f"session:{session}" if session else None
 
 
 def _named_speakers(query: str, speakers: Sequence[str | None]) -> set[str]:
