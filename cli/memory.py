@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -267,19 +267,11 @@ def tick(
 ) -> None:
     """Run lifecycle work now: expiry, paging (short -> mid -> long term, page-out), pending vector syncs."""
     with open_session(ctx) as session:
-        done = tick_report(session.tick())
+        done = session.tick()
     if as_json:
         print_json(done)
     else:
         typer.echo(tick_line(done))
-
-
-def tick_report(done: dict[str, int]) -> dict[str, int]:
-    """A tick's report with every paging key present (a home with no namespaces runs no paging)."""
-    from memos.paging import PagingReport
-
-    keys = ["expired", *(f.name for f in fields(PagingReport)), "vector_synced"]
-    return {**{key: int(done.get(key, 0)) for key in keys}, **{k: v for k, v in done.items() if k not in keys}}
 
 
 def tick_line(done: dict[str, int]) -> str:

@@ -565,10 +565,10 @@ class Session:
                     mos.catalog.replace_cube(conn, expired, new_version=False)
                     mos.catalog.audit(conn, at=now, actor=self.user, action="expire", cube_id=cube.id, ns=_path(cube))
             synced = mos.recover()
-        namespaces = [ns for ns, _ in mos.catalog.namespaces(prefixes)]
-        paging = mos.pager.run(namespaces) if namespaces else None
+        # an empty list pages nothing (None would mean every namespace of the home)
+        paging = mos.pager.run([ns for ns, _ in mos.catalog.namespaces(prefixes)])
         mos.catalog.optimize_lexical()
-        return {"expired": len(due), **(asdict(paging) if paging else {}), "vector_synced": synced}
+        return {"expired": len(due), **asdict(paging), "vector_synced": synced}
 
     # ---- archives ----------------------------------------------------------------------------
 
