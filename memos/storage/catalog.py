@@ -446,10 +446,7 @@ class Catalog:
         self, terms: list[str], flt: CubeFilter, limit: int, context_weight: float
     ) -> list[tuple[str, float]]:
         # any term may match (OR); BM25 rewards matching more of them. bm25() is lower-is-better.
-        match = " OR ".join(f'"{t}"' for t in terms)
-        if context_weight <= 0:
-            match = f"content : ({match})"
-        weights = (1.0, max(context_weight, 0.0))
+        match, weights = _fts_query(terms, context_weight)
         with self.read() as c:
             # first the best matches of the whole index, filtered afterwards: scoring without a join is
             # several times faster, and for the usual broad filter most of them pass
@@ -498,7 +495,6 @@ class Catalog:
         fts_rows = sa.table("cubes_fts", sa.column("rowid"))
         docsize = sa.table("cubes_fts_docsize", sa.column("id"))
         in_namespaces = sa.or_(*(prefix_clause(cubes.c.ns, p) for p in flt.prefixes))
-        weights = (1.0, max(context_weight, 0.0))
         with self.read() as c:
             rids = self._rids(c, [i for i, _ in hits])
             marks = ",".join("?" for _ in rids)
@@ -510,7 +506,7 @@ class Catalog:
             ).scalar_one()
             scores = dict.fromkeys(rids.values(), 0.0)
             for term in terms:
-                match = f'"{term}"' if context_weight > 0 else f'content : "{term}"'
+                match, weights = _fts_query([term], context_weight)
                 everywhere = c.exec_driver_sql(
                     "SELECT count(*) FROM cubes_fts WHERE cubes_fts MATCH ?", (match,)
                 ).scalar_one()
@@ -757,6 +753,18 @@ class Catalog:
         else:
             with self.read() as c:
                 yield c
+
+
+def _fts_query(terms: Sequence[str], context_weight: float) -> tuple[str, tuple[float, float]]:
+    """An FTS5 MATCH for any of the terms, and bm25()'s column weights (content 1, context as given).
+
+    Without context weight only the content column may match: a page found through its context
+    alone would score 0.
+    """
+    match = " OR ".join(f'"{t}"' for t in terms)
+    if context_weight <= 0:
+        match = f"content : ({match})"
+    return match, (1.0, max(context_weight, 0.0))
 
 
 def _fts_idf(num_docs: int, num_with_term: int) -> float:
