@@ -280,6 +280,15 @@ class LLM(ABC):
         completion = self.complete(messages, tools, max_tokens=max_tokens, temperature=temperature, stop=stop)
         return iter([completion.text] if completion.text else [])
 
+    def with_adapters(self, adapters: Sequence[str]) -> LLM:
+        """This backend answering through the named LoRA adapters (loaded before); UserError if it has none."""
+        if not adapters:
+            return self
+        raise UserError(
+            f"{self.model_id} cannot use LoRA adapters; use a local model (MEMOS_LLM=hf:PATH) or a vLLM server",
+            llm=self.model_id,
+        )
+
     def chat(self, prompt: str, system: str | None = None) -> str:
         """Send one user prompt (after an optional system prompt) and return the answer's text."""
         messages: list[MessageLike] = []
