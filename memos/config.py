@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     tokenizer: str = "cl100k_base"
     #: "none", "openai:MODEL" (any OpenAI-compatible server at openai_base_url)
     llm: str = "none"
+    #: for MEMOS_LLM=hf:PATH: "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    hf_device: str = "auto"
+    #: for MEMOS_LLM=hf:PATH: "auto" (float32 on CPU, bfloat16 on a GPU), "float32", "bfloat16", "float16"
+    hf_dtype: str = "auto"
+    #: bytes the activation tier (KV blocks) may hold; the coldest blocks are dropped beyond it
+    activation_budget_bytes: int = Field(default=2 * 1024**3, ge=0)
+    #: the most tokens one namespace's activation block may cover
+    activation_block_tokens: int = Field(default=2048, ge=16, le=262_144)
+    #: a cube joins the activation block after it was used in this many working sets
+    activation_min_uses: int = Field(default=3, ge=1)
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     openai_timeout_s: float = Field(default=60.0, gt=0)

@@ -146,6 +146,8 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: prompt tokens the backend did not prefill again (an injected KV block, a server's prefix cache)
+    cached_tokens: int = 0
 
 
 class Completion(BaseModel):
