@@ -284,6 +284,7 @@ def tick_line(done: dict[str, int]) -> str:
         f"({plural(done['knowledge_written'], 'knowledge cube')} written), "
         f"paged out {plural(done['paged_out'], 'segment')}, "
         f"archived {plural(done['archived'], 'knowledge cube')}, "
+        f"built {plural(done['activated'], 'activation block')}, "
         f"re-synced {plural(done['vector_synced'], 'vector')}"
     )
 

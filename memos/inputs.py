@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from memos.cube import Kind, Level, Provenance, Right, Status
 from memos.errors import UserError, first_problem
@@ -15,6 +15,7 @@ from memos.ids import is_id
 
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 E = TypeVar("E", Kind, Level, Right, Status)
+M = TypeVar("M", bound=BaseModel)
 
 
 def enum_value(enum: type[E], value: Any, what: str) -> E:
@@ -124,3 +125,15 @@ def top_k(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
         raise UserError(f"k must be an integer from 1 to 1000, got {value!r}")
     return value
+
+
+def model(cls: type[M], value: Any, what: str) -> M:
+    """A pydantic settings model from a mapping, with one clear UserError line when a field is bad."""
+    if not isinstance(value, Mapping):
+        raise UserError(f"{what} must be a mapping of settings, got {type(value).__name__}")
+    try:
+        return cls.model_validate(dict(value))
+    except ValidationError as exc:
+        where, problem = first_problem(exc)
+        allowed = ", ".join(cls.model_fields)
+        raise UserError(f"bad {what} setting {where}: {problem} (settings: {allowed})") from None

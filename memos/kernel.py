@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -39,11 +39,20 @@ from memos.log import get_logger
 from memos.paging import Pager, PagingConfig, SegmentInfo
 from memos.retrieval import Hit, hybrid_search
 from memos.scheduler import Scheduler, WorkingSet
+from memos.storage.blobs import BlobStore
 from memos.storage.catalog import SEARCHABLE, Catalog, CubeFilter
 from memos.storage.vectors import VectorIndex
+from memos.tiers.activation import ActivationTier
+from memos.tiers.adapters import AdapterTier
 from memos.tokens import Tokenizer, get_tokenizer
 
+if TYPE_CHECKING:
+    from memos.prompt import Answer
+    from memos.tiers.parametric import LoRASettings
+
 log = get_logger("kernel")
+#: every lifecycle status (blobs named by cubes of any status are kept)
+ALL_STATUSES = tuple(s.value for s in Status)
 
 
 @dataclass
@@ -58,6 +67,15 @@ class WriteRequest:
     labels: Mapping[str, str] | None = None
     expires_at: datetime | str | None = None
     ttl: float | None = None
+
+
+@dataclass
+class Consolidation:
+    """What `consolidate` built: the derived cube, how many cubes it came from, and its build report."""
+
+    cube: MemCube
+    sources: int
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -120,6 +138,10 @@ class MemOS:
         #: the model paging and promotion ask (continuity, summaries, profile); None: extractive fallbacks
         self.llm = llm if llm is not None else make_llm(settings)
         self.pager = Pager(self, PagingConfig.from_settings(settings), llm=self.llm)
+        #: KV blocks and LoRA adapters live here, named by activation and parametric cubes
+        self.blobs = BlobStore(self.home / "blobs")
+        self.activation = ActivationTier(self)
+        self.adapters = AdapterTier(self)
         self.scheduler = Scheduler(self)
         if rebuild_vectors:
             self._reindex_all()
@@ -277,7 +299,7 @@ class Session:
         if inputs.enum_value(Kind, kind, "kind") != Kind.plaintext:
             raise UserError(
                 "only plaintext cubes can be written directly; activation and parametric cubes are built "
-                "from plaintext ones (`memos consolidate`), which this version does not ship yet"
+                "from plaintext ones: `memos migrate CUBE... --to KIND` or `memos consolidate NAMESPACE --to KIND`"
             )
         request = WriteRequest(text, level, event_time, provenance, tags, labels, expires_at, ttl)
         return self.write_many(namespace, [request])[0]
@@ -565,10 +587,127 @@ class Session:
                     mos.catalog.replace_cube(conn, expired, new_version=False)
                     mos.catalog.audit(conn, at=now, actor=self.user, action="expire", cube_id=cube.id, ns=_path(cube))
             synced = mos.recover()
+        namespaces = [ns for ns, _ in mos.catalog.namespaces(prefixes)]
         # an empty list pages nothing (None would mean every namespace of the home)
-        paging = mos.pager.run([ns for ns, _ in mos.catalog.namespaces(prefixes)])
+        paging = mos.pager.run(namespaces)
+        activated = mos.activation.promote(self.user, namespaces)
+        with mos._write_lock:
+            named = mos.catalog.select(
+                CubeFilter(kinds=[Kind.activation.value, Kind.parametric.value], statuses=ALL_STATUSES)
+            )
+            mos.blobs.sweep(c.blob for c in named if c.blob)
         mos.catalog.optimize_lexical()
-        return {"expired": len(due), **asdict(paging), "vector_synced": synced}
+        return {"expired": len(due), **asdict(paging), "activated": activated, "vector_synced": synced}
+
+    # ---- tiers -------------------------------------------------------------------------------
+
+    def migrate(self, cube_ids: Sequence[str], to: Kind | str) -> list[MemCube]:
+        """Move cubes between kinds; the plaintext sources always remain, so nothing is lost.
+
+        Plaintext cubes (of one namespace) -> activation or parametric: one derived cube built from them,
+        in that order. An activation or parametric cube -> plaintext: it is retired and its sources are
+        returned; -> the other derived kind: it is rebuilt there from its sources.
+        """
+        mos = self.mos
+        target = inputs.enum_value(Kind, to, "kind")
+        if isinstance(cube_ids, str) or not cube_ids:
+            raise UserError("name at least one cube to migrate (a list of ids)")
+        cubes = [self._load(i, Right.write) for i in dict.fromkeys(cube_ids)]
+        kinds = {c.kind for c in cubes}
+        if kinds == {Kind.plaintext}:
+            if target == Kind.plaintext:
+                raise UserError("these cubes are plaintext already")
+            paths = {_path(c) for c in cubes}
+            if len(paths) != 1:
+                raise UserError(f"migrate cubes of one namespace at a time, not {', '.join(sorted(paths))}")
+            return [self._derive(paths.pop(), [c.id for c in cubes], target)]
+        if Kind.plaintext in kinds:
+            raise UserError("migrate plaintext cubes and derived (activation/parametric) cubes in separate calls")
+        out: list[MemCube] = []
+        for cube in cubes:
+            if cube.kind == target:
+                raise UserError(f"cube {cube.id} is {target.value} already")
+            if cube.status != Status.active:
+                raise Conflict(f"cube {cube.id} is {cube.status.value}; only active cubes migrate")
+            sources = [s for s in mos.catalog.get(cube.sources).values() if s.status == Status.active]
+            sources.sort(key=lambda s: cube.sources.index(s.id))
+            if target == Kind.plaintext:
+                self._retire(cube)
+                out.extend(sources)
+            else:
+                if not sources:
+                    raise Conflict(f"cube {cube.id} has no active source cubes left to rebuild it from")
+                built = self._derive(_path(cube), [s.id for s in sources], target)
+                self._retire(cube)
+                out.append(built)
+        return out
+
+    def consolidate(
+        self,
+        namespace: Namespace | Sequence[str] | str,
+        to: Kind | str = Kind.parametric,
+        *,
+        level: Level | str | Sequence[Level | str] | None = Level.long,
+        lora: LoRASettings | Mapping[str, Any] | None = None,
+    ) -> Consolidation:
+        """Turn a namespace's memories into a derived cube: a LoRA adapter (parametric) or its KV block (activation).
+
+        parametric: trains on the namespace's active plaintext cubes of `level` (long-term by default).
+        activation: builds the block from the cubes used most in working sets (or, when none qualify yet,
+        the most recent cubes of `level`).
+        """
+        mos = self.mos
+        ns = parse_namespace(namespace)
+        target = inputs.enum_value(Kind, to, "kind")
+        mos.governance.require(self.user, ns, Right.write)
+        path = ns_path(ns)
+        flt = CubeFilter(ns=path, kinds=[Kind.plaintext.value], levels=_levels(level))
+        if target == Kind.parametric:
+            from memos.tiers.parametric import LoRASettings
+
+            settings = lora if isinstance(lora, LoRASettings) else inputs.model(LoRASettings, lora or {}, "lora")
+            sources = mos.catalog.select(flt)
+            if not sources:
+                raise UserError(
+                    f"{path} has no active {'/'.join(flt.levels or ['any'])}-term plaintext cubes to consolidate; "
+                    "run `memos tick` to promote some, or pass --level all"
+                )
+            cube, report = mos.adapters.consolidate(self.user, path, [c.id for c in sources], settings)
+            return Consolidation(cube=cube, sources=len(sources), report=asdict(report))
+        if target == Kind.activation:
+            chosen = mos.activation.candidates(path) or _recent_within(mos, flt)
+            if not chosen:
+                raise UserError(f"{path} has no active plaintext cubes to build an activation block from")
+            cube = mos.activation.build(self.user, path, [c.id for c in chosen])
+            return Consolidation(cube=cube, sources=len(chosen), report={"tokens": cube.header.tokens})
+        raise UserError("consolidate builds activation or parametric cubes; use --to activation or --to parametric")
+
+    def ask(
+        self,
+        namespace: Namespace | Sequence[str] | str,
+        question: str,
+        *,
+        budget_tokens: int = 1500,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Answer:
+        """Answer a question with memory: the working set as prompt, the namespace's KV block and adapters used."""
+        from memos.prompt import answer
+
+        return answer(
+            self, namespace, question, budget_tokens=budget_tokens, max_tokens=max_tokens, temperature=temperature
+        )
+
+    def _derive(self, ns: str, ids: list[str], target: Kind) -> MemCube:
+        if target == Kind.activation:
+            return self.mos.activation.build(self.user, ns, ids)
+        return self.mos.adapters.consolidate(self.user, ns, ids)[0]
+
+    def _retire(self, cube: MemCube) -> None:
+        if cube.kind == Kind.activation:
+            self.mos.activation.retire(self.user, cube, "migrated")
+        else:
+            self.mos.adapters.retire(self.user, cube)
 
     # ---- archives ----------------------------------------------------------------------------
 
@@ -624,6 +763,21 @@ def _without_copies(hits: Sequence[Hit]) -> list[Hit]:
         kept.append(hit)
         seen[hit.cube.id] = hit.cube.text
     return kept
+
+
+def _recent_within(mos: MemOS, flt: CubeFilter) -> list[MemCube]:
+    """The most recent cubes matching `flt` whose lines fit one activation block, oldest first."""
+    from memos.scheduler import render_line
+
+    room = mos.settings.activation_block_tokens // 2
+    chosen: list[MemCube] = []
+    for cube in mos.catalog.select(flt, order="recent", limit=512):
+        cost = mos.tokenizer.count(render_line(cube)) + 1
+        if cost > room:
+            break
+        chosen.append(cube)
+        room -= cost
+    return chosen[::-1]
 
 
 def _link_sessions(mos: MemOS, ns: Namespace, cubes: Sequence[MemCube]) -> None:

@@ -39,12 +39,13 @@ _TEMPORAL = re.compile(
 )
 #: long-term labels and the prompt section each goes to
 SECTIONS = {
+    "activation": "Long-lived memories",
     "profile": "User profile",
     "knowledge": "Long-term knowledge",
     "memory": "Relevant memories",
     "recent": "Recent conversation",
 }
-_ORDER = ("profile", "knowledge", "memory", "recent")
+_ORDER = ("activation", "profile", "knowledge", "memory", "recent")
 
 
 class SchedulerConfig(BaseModel):
@@ -91,7 +92,7 @@ class WorkingItem:
     #: final score (higher is better) and its parts, by name
     score: float
     why: dict[str, float]
-    #: prompt section: profile, knowledge, memory or recent
+    #: prompt section: activation (the namespace's block), profile, knowledge, memory or recent
     section: str
     #: the page ids this item stands for (itself for a page; its sources for a derived cube)
     carries: list[str]
@@ -123,10 +124,21 @@ class WorkingSet:
     tokens: int = 0
     #: segments paged back in because this request needed them
     paged_in: list[str] = field(default_factory=list)
+    #: the namespace's activation block used as the prompt's stable prefix (its sources are the
+    #: items of section "activation"); None when the active model has no usable block
+    activation: MemCube | None = None
+    #: the system message the block stands for (the stable prefix); "" without a block
+    system: str = ""
+    #: parametric cubes (LoRA adapters) to activate for this request on the active model
+    adapters: list[MemCube] = field(default_factory=list)
 
     def render(self) -> str:
         """The working set as prompt text: sections in order, one dated line per item."""
         return render_items(self.items)
+
+    def render_rest(self) -> str:
+        """The items outside the activation block, as prompt text (what follows the stable prefix)."""
+        return render_items([item for item in self.items if item.section != "activation"])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -435,18 +447,54 @@ class Scheduler:
                 CubeFilter(prefixes=flt.prefixes, levels=[Level.long.value], labels={"type": "profile"}), limit=1
             )
         ]
-        packed, tokens = pack(profile + ranked, budget_tokens, mos.tokenizer)
+        block, system, block_items = self._block(ns, budget_tokens)
+        held = {item.cube.id for item in block_items}
+        rest = [item for item in profile + ranked if not set(item.carries or [item.cube.id]) <= held]
+        block_cost = mos.tokenizer.count(render_items(block_items)) + 1 if block_items else 0
+        packed, _ = pack(rest, budget_tokens - block_cost, mos.tokenizer)
+        # the join of the block and the rest is counted as a whole: drop the weakest until it fits
+        while packed and mos.tokenizer.count(render_items(block_items + packed)) > budget_tokens:
+            packed.remove(min(packed, key=lambda it: (it.score, it.cube.id)))
+        items = block_items + packed
         working = WorkingSet(
             namespace=ns,
             query=query,
             budget_tokens=budget_tokens,
-            items=packed,
+            items=items,
             ranked=ranked,
             temporal=is_temporal(query),
-            tokens=tokens,
+            tokens=mos.tokenizer.count(render_items(items)) if items else 0,
+            activation=block,
+            system=system,
+            adapters=mos.adapters.usable(ns_path(ns)),
         )
         self._record_use(working, now)
         return working
+
+    def _block(self, ns: Namespace, budget_tokens: int) -> tuple[MemCube | None, str, list[WorkingItem]]:
+        """The namespace's usable activation block, its system text and its items; none if over the budget."""
+        mos = self.mos
+        found = mos.activation.usable(ns_path(ns))
+        if found is None:
+            return None, "", []
+        cube, sources, system = found
+        items = []
+        for source in sources:
+            line = render_line(source)
+            items.append(
+                WorkingItem(
+                    cube=source,
+                    score=math.inf,
+                    why={"activation": 1.0},
+                    section="activation",
+                    carries=[source.id],
+                    line=line,
+                    tokens=mos.tokenizer.count(line),
+                )
+            )
+        if mos.tokenizer.count(render_items(items)) > budget_tokens:
+            return None, "", []
+        return cube, system, items
 
     def _record_use(self, working: WorkingSet, now: datetime) -> None:
         """Each use counts: access counters, segment visits (heat), and paging back in what was paged out."""
@@ -454,7 +502,8 @@ class Scheduler:
         used = [item.cube for item in working.items]
         if not used:
             return
-        mos.catalog.touch([c.id for c in used], now)
+        extra = [working.activation.id] if working.activation is not None else []
+        mos.catalog.touch([c.id for c in used] + extra + [a.id for a in working.adapters], now)
         archived = [c.id for c in used if c.status == Status.archived]
         if archived:
             working.paged_in = mos.pager.page_in(archived)

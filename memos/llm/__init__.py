@@ -37,11 +37,14 @@ __all__ = [
     "validate_tools",
 ]
 
-_ACCEPTED = "'none' or 'openai:MODEL' (any OpenAI-compatible server at MEMOS_OPENAI_BASE_URL)"
+_ACCEPTED = (
+    "'none', 'openai:MODEL' (any OpenAI-compatible server at MEMOS_OPENAI_BASE_URL), "
+    "'hf:/path/to/model' (a local model) or 'vllm:http://HOST:PORT/v1#MODEL' (a vLLM server)"
+)
 
 
 def make_llm(settings: Settings) -> LLM | None:
-    """Build the LLM `settings.llm` names: 'none' gives None, 'openai:MODEL' an OpenAIChat."""
+    """Build the LLM `settings.llm` names: None for 'none', else an OpenAIChat, HFChat or VLLMChat."""
     spec = settings.llm.strip()
     kind, sep, arg = spec.partition(":")
     if spec == "none":
@@ -59,9 +62,26 @@ def make_llm(settings: Settings) -> LLM | None:
             timeout_s=settings.openai_timeout_s,
             max_retries=settings.openai_max_retries,
         )
-    if kind in ("hf", "vllm") and sep:
-        raise UserError(
-            f"MEMOS_LLM {spec!r}: the {kind} backend is not available in this version yet; use {_ACCEPTED}",
-            llm=spec,
+    if kind == "hf" and sep:
+        if not arg.strip():
+            raise UserError(
+                f"bad MEMOS_LLM {spec!r}: name a local model directory, e.g. hf:/models/qwen3-0.6b", llm=spec
+            )
+        # imported here: torch and transformers load only when a local model is asked for
+        from memos.llm.hf import HFChat
+
+        return HFChat(arg.strip(), device=settings.hf_device, dtype=settings.hf_dtype)
+    if kind == "vllm" and sep:
+        # imported here: only this backend needs the vLLM client (and it needs no local model)
+        from memos.llm.vllm import VLLMChat, parse_spec
+
+        base_url, model = parse_spec(spec)
+        # vLLM checks the key only when started with --api-key; the setting is shared with the openai backend
+        return VLLMChat(
+            model,
+            base_url=base_url,
+            api_key=settings.openai_api_key,
+            timeout_s=settings.openai_timeout_s,
+            max_retries=settings.openai_max_retries,
         )
     raise UserError(f"unknown MEMOS_LLM {spec!r}: use {_ACCEPTED}", llm=spec)

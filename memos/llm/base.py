@@ -282,6 +282,22 @@ class LLM(ABC):
         completion = self.complete(messages, tools, max_tokens=max_tokens, temperature=temperature, stop=stop)
         return iter([completion.text] if completion.text else [])
 
+    @property
+    def loaded_adapters(self) -> list[str]:
+        """Names of the LoRA adapters loaded on this backend now (none for backends without adapters)."""
+        return []
+
+    def load_adapter(self, name: str, path: str) -> None:
+        """Load a LoRA adapter directory under `name`; UserError on a backend without adapters."""
+        raise UserError(
+            f"{self.model_id} cannot load LoRA adapters; use a local model (MEMOS_LLM=hf:PATH) or a vLLM server",
+            llm=self.model_id,
+        )
+
+    def unload_adapter(self, name: str) -> None:
+        """Unload an adapter (nothing to do on a backend without adapters)."""
+        return None
+
     def with_adapters(self, adapters: Sequence[str]) -> LLM:
         """This backend answering through the named LoRA adapters (loaded before); UserError if it has none."""
         if not adapters:

@@ -154,7 +154,7 @@ class HFChat(LLM):
 
     # ---- adapters ---------------------------------------------------------------------------
 
-    def load_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+    def load_adapter(self, name: str, path: str) -> None:
         """Load a LoRA adapter directory under `name` (kept loaded until unload_adapter)."""
         from memos.tiers.parametric import AdapterHost
 
@@ -169,6 +169,10 @@ class HFChat(LLM):
         with self._lock:
             if self._host is not None and name in self._host.names:
                 self._host.unload(name)
+
+    def exclusive(self) -> Any:
+        """A lock held while nothing else may run on the model (training an adapter on its modules)."""
+        return self._lock
 
     @property
     def loaded_adapters(self) -> list[str]:

@@ -76,6 +76,10 @@ class CubeFilter:
     #: when set, only cubes whose expires_at is at or before this instant
     expiring_by: datetime | None = None
     ids: Sequence[str] | None = None
+    #: when set, only cubes in exactly this namespace path (not below it)
+    ns: str | None = None
+    #: when set, only cubes used (by recall or a working set) at least this many times
+    min_uses: int | None = None
 
 
 def query_terms(text: str) -> list[str]:
@@ -261,10 +265,11 @@ class Catalog:
         order: str = "created",
         conn: Connection | None = None,
     ) -> list[MemCube]:
-        """Cubes matching a filter, oldest first by creation (or 'recent' first by update)."""
+        """Cubes matching a filter, oldest first by creation ('recent': last updated first; 'used': most used first)."""
         order_by = {
             "created": [cubes.c.created_at, cubes.c.id],
             "recent": [cubes.c.updated_at.desc(), cubes.c.id.desc()],
+            "used": [cubes.c.access_count.desc(), cubes.c.last_access.desc(), cubes.c.id],
         }[order]
         stmt = sa.select(cubes).where(self.where(flt)).order_by(*order_by)
         if limit is not None:
@@ -339,6 +344,10 @@ class Catalog:
             conds.append(cubes.c.id.in_(list(flt.ids)))
         if flt.prefixes is not None:
             conds.append(sa.or_(sa.false(), *(prefix_clause(cubes.c.ns, p) for p in flt.prefixes)))
+        if flt.ns is not None:
+            conds.append(cubes.c.ns == flt.ns)
+        if flt.min_uses is not None:
+            conds.append(cubes.c.access_count >= flt.min_uses)
         if flt.levels is not None:
             conds.append(cubes.c.level.in_(list(flt.levels)))
         if flt.kinds is not None:

@@ -8,8 +8,6 @@ torch and transformers are imported inside the functions that need them.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +73,7 @@ class KVBlock:
         return KVBlock(self.token_ids, layers, self.fingerprint)
 
     def save(self, path: str | Path) -> int:
-        """Write the block as one safetensors file (atomically: temp file, then rename); return its size."""
+        """Write the block as one safetensors file; return its size (the blob store makes the write atomic)."""
         import torch
         from safetensors.torch import save_file
 
@@ -86,14 +84,7 @@ class KVBlock:
             tensors[f"v.{i}"] = v.detach().contiguous().cpu()
         meta = {"format": FORMAT, "fingerprint": self.fingerprint, "num_layers": str(len(self.layers))}
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".kv-", dir=target.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_file(tensors, str(target), metadata=meta)
         return target.stat().st_size
 
     @classmethod

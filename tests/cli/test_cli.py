@@ -258,7 +258,8 @@ def test_stats_text(cli: Cli) -> None:
 def test_tick_expires_cubes_past_their_ttl(cli: Cli) -> None:
     assert cli("tick").stdout == (
         "expired 0 cubes, moved 0 pages to mid-term (0 new segments, 0 merges), promoted 0 segments "
-        "(0 knowledge cubes written), paged out 0 segments, archived 0 knowledge cubes, re-synced 0 vectors\n"
+        "(0 knowledge cubes written), paged out 0 segments, archived 0 knowledge cubes, built 0 activation blocks, "
+        "re-synced 0 vectors\n"
     )
     cube_id = add(cli, "alice/chat", "short-lived", "--ttl", "0.2")
     time.sleep(0.3)
@@ -272,6 +273,7 @@ def test_tick_expires_cubes_past_their_ttl(cli: Cli) -> None:
         "knowledge_written": 0,
         "paged_out": 0,
         "archived": 0,
+        "activated": 0,
         "vector_synced": 1,
     }
     assert show(cli, cube_id)["header"]["lifecycle"]["status"] == "expired"

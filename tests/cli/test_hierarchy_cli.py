@@ -66,7 +66,7 @@ def test_tick_reports_the_paging_it_did(ingested: Cli) -> None:
     assert re.fullmatch(
         rf"expired 0 cubes, moved {moved} pages to mid-term \((\d+) new segments?, \d+ merges?\), "
         r"promoted \d+ segments? \(\d+ knowledge cubes? written\), paged out 0 segments, "
-        r"archived 0 knowledge cubes, re-synced 0 vectors\n",
+        r"archived 0 knowledge cubes, built 0 activation blocks, re-synced 0 vectors\n",
         line,
     ), line
     created = int(re.search(r"\((\d+) new segment", line).group(1))  # type: ignore[union-attr]
@@ -84,6 +84,7 @@ def test_tick_reports_the_paging_it_did(ingested: Cli) -> None:
         "knowledge_written",
         "paged_out",
         "archived",
+        "activated",
         "vector_synced",
     ]
     assert again["moved"] == again["segments_created"] == again["expired"] == 0

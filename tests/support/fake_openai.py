@@ -1,4 +1,4 @@
-"""A small OpenAI-compatible HTTP server on 127.0.0.1 for tests: scripted chat replies, hashed embeddings."""
+"""A small OpenAI-compatible HTTP server on 127.0.0.1 for tests, with vLLM's prefix-cache metrics and LoRA routes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+#: vLLM's default KV-cache block size: prefix-cache hits come in whole blocks of this many tokens
+PREFIX_BLOCK_SIZE = 16
 
 
 @dataclass
@@ -59,6 +62,37 @@ def fake_embedding(text: str, dim: int) -> list[float]:
     return values[:dim]
 
 
+def prompt_tokens(messages: Any) -> str:
+    """The crude tokens the server counts for prefix caching: one per character of the rendered messages."""
+    if not isinstance(messages, list):
+        return ""
+    parts = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        text = content if isinstance(content, str) else json.dumps(content) if content is not None else ""
+        if message.get("tool_calls"):
+            text += json.dumps(message["tool_calls"])
+        # a role marker, as a chat template writes one: the same words under another role are another prompt
+        parts.append(f"<|{message.get('role')}|>{text}")
+    return "".join(parts)
+
+
+def cached_tokens(prompt: str, seen: list[str], block_size: int = PREFIX_BLOCK_SIZE) -> int:
+    """How many of `prompt`'s tokens a prefix cache holding the full blocks of the `seen` prompts would hit."""
+    longest = 0
+    for earlier in seen:
+        common = 0
+        for a, b in zip(prompt, earlier, strict=False):
+            if a != b:
+                break
+            common += 1
+        longest = max(longest, common)
+    # like vLLM: whole blocks only, and the last prompt token is always computed (its logits are needed)
+    return max(0, min(longest, len(prompt) - 1)) // block_size * block_size
+
+
 def _encode(vector: list[float], packed: bool) -> list[float] | str:
     """A vector as a JSON list, or as base64 of float32 values when the client asked for that."""
     if not packed:
@@ -79,10 +113,16 @@ class _QuietServer(ThreadingHTTPServer):
 class FakeOpenAIServer:
     """Speaks enough of the OpenAI wire format for our client code; records every request."""
 
-    def __init__(self, embedding_dim: int = 8, model: str = "fake-model") -> None:
+    def __init__(self, embedding_dim: int = 8, model: str = "fake-model", *, check_models: bool = False) -> None:
         self.embedding_dim = embedding_dim
         #: the model named in replies when neither the reply nor the request names one
         self.model = model
+        #: like vLLM, answer 404 to chat requests naming neither `model` nor a loaded LoRA adapter
+        self.check_models = check_models
+        #: when set, GET /metrics serves this text as is instead of the counted prefix-cache metrics
+        self.metrics_text: str | None = None
+        #: False: the LoRA endpoints are missing, as on a vLLM without VLLM_ALLOW_RUNTIME_LORA_UPDATING=True
+        self.runtime_lora_updating = True
         #: every request received, oldest first
         self.requests: list[RecordedRequest] = []
         #: when True, /embeddings lists its data items in reverse order (clients must sort by index)
@@ -91,6 +131,11 @@ class FakeOpenAIServer:
         self._chat_replies: deque[ChatReply] = deque()
         self._failures: deque[Failure] = deque()
         self._stalls: deque[float] = deque()
+        # invariant: also only under _lock; queries >= hits, both in prompt_tokens() units
+        self._num_prefix_queries = 0
+        self._num_prefix_hits = 0
+        self._model_to_prompts: dict[str, list[str]] = {}
+        self._adapter_to_path: dict[str, str] = {}
         self._lock = threading.Lock()
         self._httpd: _QuietServer | None = None
         self._thread: threading.Thread | None = None
@@ -180,6 +225,37 @@ class FakeOpenAIServer:
         """The paths of the recorded requests, oldest first."""
         return [request.path for request in self.requests]
 
+    @property
+    def prefix_cache_counts(self) -> tuple[int, int]:
+        """(queried tokens, hit tokens) of the prefix cache so far."""
+        with self._lock:
+            return self._num_prefix_queries, self._num_prefix_hits
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        """The loaded LoRA adapters: name to path."""
+        with self._lock:
+            return dict(self._adapter_to_path)
+
+    def render_metrics(self) -> str:
+        """The Prometheus text GET /metrics serves: vLLM V1's prefix-cache counters, with HELP, TYPE and _created."""
+        queries, hits = self.prefix_cache_counts
+        labels = f'{{engine="0",model_name="{self.model}"}}'
+        lines = []
+        for name, value, help_text in (
+            ("vllm:prefix_cache_queries", queries, "Prefix cache queries, in terms of number of queried tokens."),
+            ("vllm:prefix_cache_hits", hits, "Prefix cache hits, in terms of number of cached tokens."),
+        ):
+            lines += [
+                f"# HELP {name}_total {help_text}",
+                f"# TYPE {name}_total counter",
+                f"{name}_total{labels} {float(value)}",
+                f"# HELP {name}_created {help_text}",
+                f"# TYPE {name}_created gauge",
+                f"{name}_created{labels} 1.7e+09",
+            ]
+        return "\n".join(lines) + "\n"
+
     # --- used by the handler ---------------------------------------------------------------------
 
     def _next(self) -> tuple[float, Failure | None]:
@@ -192,9 +268,33 @@ class FakeOpenAIServer:
         with self._lock:
             return self._chat_replies.popleft() if self._chat_replies else None
 
+    def _serves(self, model: Any) -> bool:
+        with self._lock:
+            return not self.check_models or model == self.model or model in self._adapter_to_path
+
+    def _count_prefix(self, model: str, messages: Any) -> None:
+        # vLLM keys cached blocks by LoRA too, so each model (base or adapter) has its own prompts
+        prompt = prompt_tokens(messages)
+        with self._lock:
+            seen = self._model_to_prompts.setdefault(model, [])
+            self._num_prefix_queries += len(prompt)
+            self._num_prefix_hits += cached_tokens(prompt, seen)
+            seen.append(prompt)
+
+    def _load_adapter(self, name: str, path: str) -> bool:
+        with self._lock:
+            if name in self._adapter_to_path:
+                return False
+            self._adapter_to_path[name] = path
+            return True
+
+    def _unload_adapter(self, name: str) -> bool:
+        with self._lock:
+            return self._adapter_to_path.pop(name, None) is not None
+
 
 class _Handler(BaseHTTPRequestHandler):
-    """Routes POST /v1/chat/completions and POST /v1/embeddings; anything else is a 404."""
+    """Routes chat completions, embeddings and vLLM's extras (see _handle); anything else is a 404."""
 
     fake: FakeOpenAIServer
     # HTTP/1.0: one request per connection, so a streamed body simply ends when the socket closes
@@ -225,10 +325,24 @@ class _Handler(BaseHTTPRequestHandler):
         if failure is not None:
             self._error(failure.status, failure.message, failure.headers)
             return
-        if self.command == "POST" and self.path == "/v1/chat/completions" and isinstance(body, dict):
+        route = (self.command, self.path)
+        lora_routes = (("POST", "/v1/load_lora_adapter"), ("POST", "/v1/unload_lora_adapter"))
+        if route in lora_routes and not self.fake.runtime_lora_updating:
+            # vLLM registers these routes only with runtime LoRA updating on; without them FastAPI answers this
+            self._send_json(404, {"detail": "Not Found"}, {})
+        elif route == ("POST", "/v1/chat/completions") and isinstance(body, dict):
             self._chat(body)
-        elif self.command == "POST" and self.path == "/v1/embeddings" and isinstance(body, dict):
+        elif route == ("POST", "/v1/embeddings") and isinstance(body, dict):
             self._embeddings(body)
+        elif route == ("GET", "/metrics"):
+            text = self.fake.metrics_text if self.fake.metrics_text is not None else self.fake.render_metrics()
+            self._send_text(200, text, "text/plain; version=0.0.4; charset=utf-8")
+        elif route == ("GET", "/v1/models"):
+            self._models()
+        elif route == ("POST", "/v1/load_lora_adapter") and isinstance(body, dict):
+            self._load_lora(body)
+        elif route == ("POST", "/v1/unload_lora_adapter") and isinstance(body, dict):
+            self._unload_lora(body)
         else:
             self._error(404, f"no route for {self.command} {self.path}", {})
 
@@ -242,11 +356,51 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, status: int, message: str, headers: dict[str, str]) -> None:
-        payload = {"error": {"message": message, "type": "fake_error", "param": None, "code": str(status)}}
+    def _send_text(self, status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> None:
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, headers: dict[str, str], kind: str = "fake_error") -> None:
+        payload = {"error": {"message": message, "type": kind, "param": None, "code": str(status)}}
         self._send_json(status, payload, headers)
 
+    def _models(self) -> None:
+        base = {"id": self.fake.model, "object": "model", "created": 0, "owned_by": "vllm"}
+        cards = [{**base, "root": self.fake.model, "parent": None}]
+        cards += [
+            {**base, "id": name, "root": path, "parent": self.fake.model} for name, path in self.fake.adapters.items()
+        ]
+        self._send_json(200, {"object": "list", "data": cards}, {})
+
+    def _load_lora(self, body: dict[str, Any]) -> None:
+        # vLLM's messages, types and statuses, so clients can be tested against its real answers
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if not name or not path:
+            self._error(400, "Both 'lora_name' and 'lora_path' must be provided.", {}, "InvalidUserInput")
+        elif not self.fake._load_adapter(str(name), str(path)):
+            self._error(400, f"The lora adapter '{name}' has already been loaded.", {}, "InvalidUserInput")
+        else:
+            self._send_text(200, f"Success: LoRA adapter '{name}' added successfully.")
+
+    def _unload_lora(self, body: dict[str, Any]) -> None:
+        name = body.get("lora_name")
+        if not name:
+            message = "either 'lora_name' and 'lora_int_id' needs to be provided."
+            self._error(400, message, {}, "InvalidUserInput")
+        elif not self.fake._unload_adapter(str(name)):
+            self._error(404, f"The lora adapter '{name}' cannot be found.", {}, "NotFoundError")
+        else:
+            self._send_text(200, f"Success: LoRA adapter '{name}' removed successfully.")
+
     def _chat(self, body: dict[str, Any]) -> None:
+        if not self.fake._serves(body.get("model")):
+            self._error(404, f"The model `{body.get('model')}` does not exist.", {}, "NotFoundError")
+            return
+        self.fake._count_prefix(str(body.get("model")), body.get("messages"))
         reply = self.fake._next_chat()
         if reply is None:
             # a 400 is not retried, so a test that forgot to enqueue fails at once with this message
