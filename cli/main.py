@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from memos.errors import MemosError
 
-from . import context, cube, memory, users
+from . import context, cube, memory, tiers, users
 from .common import Globals, one_line
 
 
@@ -65,6 +65,7 @@ memory.register(app)
 cube.register(app)
 users.register(app)
 context.register(app)
+tiers.register(app)
 
 
 def run() -> None:

@@ -17,7 +17,6 @@ from memos.errors import UserError
 from memos.llm.base import Completion
 from memos.scheduler import WorkingSet
 from memos.tiers.activation import SYSTEM_PROMPT
-from memos.tiers.adapters import adapter_name
 
 if TYPE_CHECKING:
     from memos.kernel import Session
@@ -60,9 +59,11 @@ def answer(
         )
     working = session.context(namespace, question, budget_tokens)
     messages = messages_for(working, question)
-    llm = mos.adapters.serve(mos.llm, working.adapters)
+    llm, adapters = mos.adapters.serve(mos.llm, working.adapters)
     extra: dict[str, Any] = {}
-    if working.activation is not None and working.activation.blob is not None:
+    # a block's KV was computed by the base model: with adapters on the attention projections the
+    # adapted model would compute other keys and values, so the prefix is prefilled instead
+    if working.activation is not None and working.activation.blob is not None and not adapters:
         extra["kv"] = mos.activation.kv(working.activation)
     completion = llm.complete(messages, max_tokens=max_tokens, temperature=temperature, **extra)
     cached = completion.usage.cached_tokens if completion.usage is not None else 0
@@ -71,5 +72,5 @@ def answer(
         working_set=working,
         completion=completion,
         cached_tokens=cached,
-        adapters=[adapter_name(c) for c in working.adapters],
+        adapters=adapters,
     )

@@ -255,6 +255,8 @@ class LLM(ABC):
     capabilities: Capabilities
     #: stable name of backend and model, e.g. "openai:gpt-4o-mini"
     model_id: str
+    #: most LoRA adapters one request can go through (a vLLM server applies one per request)
+    max_adapters: int = 8
 
     @abstractmethod
     def complete(

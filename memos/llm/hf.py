@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,10 @@ class HFChat(LLM):
             if self._host is None:
                 self._host = AdapterHost(self.model)
             if name not in self._host.names:
-                self._host.load(name, str(path))
+                with warnings.catch_warnings():
+                    # peft calls a transformers method that warns of its own renaming: noise for our users
+                    warnings.simplefilter("ignore", FutureWarning)
+                    self._host.load(name, str(path))
 
     def unload_adapter(self, name: str) -> None:
         """Unload an adapter; with none left the base model is restored exactly."""
@@ -320,7 +324,8 @@ class HFChat(LLM):
         """The cache to decode with and how many prompt tokens it already holds."""
         from transformers import DynamicCache
 
-        if kv is None or not kv.matches(ids):
+        # a block holds the base model's keys and values; adapters change them, so none is injected then
+        if kv is None or not kv.matches(ids) or self._active:
             return DynamicCache(config=self.model.config), 0
         kv.check(self.fingerprint)
         # at least one prompt token must be fed to get the next token's logits
@@ -376,6 +381,11 @@ def _load(path: Path, device: str, dtype: str) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
         raise UserError("a local model needs torch and transformers: pip install 'memos[local]'") from exc
+    from transformers.utils import logging as hf_logging
+
+    # progress bars and load reports go to stderr, where the CLI promises one line per error
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     target = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     # fp32 on CPU: bf16 matmuls are slow there and exact comparisons need full precision
     auto = torch.float32 if target == "cpu" else torch.bfloat16

@@ -173,9 +173,12 @@ class OpenAIChat(LLM):
             calls.append(ToolCall.parse(call.id, function.name, function.arguments))
         usage = None
         if response.usage is not None:
+            details = getattr(response.usage, "prompt_tokens_details", None)
             usage = Usage(
                 prompt_tokens=response.usage.prompt_tokens or 0,
                 completion_tokens=response.usage.completion_tokens or 0,
+                # OpenAI and vLLM (--enable-prompt-tokens-details) report the prefix-cached part here
+                cached_tokens=(getattr(details, "cached_tokens", None) or 0) if details is not None else 0,
             )
         return Completion(
             text=choice.message.content or "",

@@ -189,6 +189,9 @@ class PrefixCacheStats:
 class VLLMChat(OpenAIChat):
     """Chat with a vLLM server, warm and measure its prefix cache, and load LoRA adapters into it at runtime."""
 
+    # vLLM applies exactly one LoRA adapter per request
+    max_adapters = 1
+
     def __init__(
         self,
         model: str,

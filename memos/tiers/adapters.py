@@ -9,6 +9,7 @@ or on a vLLM server serving a model of the same name.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,7 +97,10 @@ class AdapterTier:
         report: dict[str, Any] = {}
 
         def train(folder: Path) -> None:
-            report["value"] = train_lora(llm.model, llm.tokenizer, [s.text for s in sources], lora, folder)
+            with warnings.catch_warnings():
+                # peft calls a transformers method that warns of its own renaming: noise for our users
+                warnings.simplefilter("ignore", FutureWarning)
+                report["value"] = train_lora(llm.model, llm.tokenizer, [s.text for s in sources], lora, folder)
 
         with self._train_lock, llm.exclusive():
             # loaded adapters wrap the same modules: take them off while the new one trains
@@ -147,18 +151,20 @@ class AdapterTier:
         log.info("adapter trained", ns=ns, cubes=len(sources), seconds=round(result.seconds, 2))
         return cube, result
 
-    def serve(self, llm: LLM, cubes: Sequence[MemCube]) -> LLM:
-        """`llm` answering through these adapters, loading each on the backend first."""
-        if not cubes:
-            return llm
+    def serve(self, llm: LLM, cubes: Sequence[MemCube]) -> tuple[LLM, list[str]]:
+        """`llm` answering through these adapters (the newest the backend can combine), and their names."""
+        # cubes come oldest first: a backend that takes fewer adapters per request gets the most recent training
+        chosen = list(cubes)[-llm.max_adapters :] if llm.max_adapters > 0 else []
+        if not chosen:
+            return llm, []
         names = []
-        for cube in cubes:
+        for cube in chosen:
             if cube.blob is None:
                 raise UserError(f"parametric cube {cube.id} has no adapter blob")
             name = adapter_name(cube)
             llm.load_adapter(name, str(self.mos.blobs.path(cube.blob)))
             names.append(name)
-        return llm.with_adapters(names)
+        return llm.with_adapters(names), names
 
     def retire(self, user: str, cube: MemCube) -> MemCube:
         """Archive an adapter cube, unload it and free its blob; its plaintext sources are untouched."""
