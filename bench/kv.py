@@ -79,58 +79,23 @@ def build_model(folder: Path, device: str, dtype: str, shape: str) -> HFChat:
     shape, GPU only) is built in GPU memory directly, since writing 16 GB of random weights buys nothing.
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    specials = ["<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-    raw = Tokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=4000,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    raw.train_from_iterator(facts(3000, seed=99), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        additional_special_tokens=specials[3:],
-    )
-    tokenizer.chat_template = (
-        "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
-    hidden, intermediate, layers, heads, kv_heads = SHAPES[shape]
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=16384,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
-    )
     from memos.llm.hf import HFChat
+    from memos.llm.testing import random_llama, random_tokenizer
 
-    torch.manual_seed(0)
+    tokenizer = random_tokenizer(facts(3000, seed=99), vocab_size=4000)
+    hidden, intermediate, layers, heads, kv_heads = SHAPES[shape]
+    sizes = {"hidden": hidden, "intermediate": intermediate, "layers": layers, "heads": heads, "kv_heads": kv_heads}
+    build = partial(random_llama, tokenizer, **sizes, max_positions=16384, initializer_range=0.2, seed=0)
     if shape == "8b":
         target = torch.bfloat16 if dtype == "auto" else getattr(torch, dtype)
         torch.set_default_dtype(target)
         with torch.device("cuda" if device == "auto" else device):
-            model = LlamaForCausalLM(config)
+            model = build()
         torch.set_default_dtype(torch.float32)
         model.eval()
         return HFChat(model=model, tokenizer=tokenizer)
-    model = LlamaForCausalLM(config)
+    model = build()
     tokenizer.save_pretrained(folder)
     model.save_pretrained(folder)
     return HFChat(folder, device=device, dtype=dtype)

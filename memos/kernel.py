@@ -156,13 +156,16 @@ class MemOS:
         clock: Clock | None = None,
         embedder: Embedder | str | None = None,
         tokenizer: Tokenizer | None = None,
-        llm: LLM | None = None,
+        llm: LLM | str | None = None,
         **overrides: Any,
     ) -> MemOS:
-        """Open (creating if missing) a home; `embedder` may be an Embedder or a spec; overrides are Settings."""
+        """Open (creating if missing) a home; `embedder` and `llm` may be objects or specs; overrides are Settings."""
         if isinstance(embedder, str):
             overrides["embedder"] = embedder
             embedder = None
+        if isinstance(llm, str):
+            overrides["llm"] = llm
+            llm = None
         settings = Settings.load(home, **overrides)
         config = settings.home / CONFIG_FILE
         try:

@@ -157,3 +157,76 @@ class FunctionLLM(_FakeLLM):
 
     def _reply(self, call: Call) -> Completion:
         return _as_completion(self.fn(call.messages, call.tools), self.model_id)
+
+
+# ---- tiny random transformers ----------------------------------------------------------------------
+
+#: a minimal chat template: each message as <|role|>content<|end|>, then <|assistant|> to answer
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>{{ message['content'] }}<|end|>"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|end|>")
+
+
+def random_tokenizer(corpus: Sequence[str], vocab_size: int = 600) -> Any:
+    """A byte-level BPE trained on `corpus`, with special tokens and a chat template (no download)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(corpus, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        additional_special_tokens=list(SPECIAL_TOKENS[3:]),
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def random_llama(
+    tokenizer: Any,
+    *,
+    hidden: int = 64,
+    intermediate: int | None = None,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int | None = None,
+    max_positions: int = 4096,
+    initializer_range: float = 0.02,
+    seed: int = 0,
+) -> Any:
+    """A randomly initialised LlamaForCausalLM sized for `tokenizer` (built from a config, no download)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate or 2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads or heads,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        initializer_range=initializer_range,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)

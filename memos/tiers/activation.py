@@ -20,11 +20,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from memos.cube import ACL, Header, Kind, Level, MemCube, Provenance, Source, Status, ns_path
-from memos.errors import Conflict, UserError
+from memos.errors import UserError
 from memos.ids import new_id
 from memos.log import get_logger
 from memos.scheduler import render_line
 from memos.storage.catalog import CubeFilter
+from memos.tiers import archive_derived
 from memos.tiers.kv import KVBlock
 
 if TYPE_CHECKING:
@@ -267,29 +268,8 @@ class ActivationTier:
 
     def retire(self, user: str, cube: MemCube, reason: str) -> MemCube:
         """Archive an activation cube and free its blob; its plaintext sources are untouched."""
-        mos = self.mos
-        if cube.kind != Kind.activation:
-            raise Conflict(f"cube {cube.id} is {cube.kind.value}, not an activation cube")
-        now = mos.clock.now()
-        header = cube.header.model_copy(deep=True)
-        header.lifecycle.status = Status.archived
-        header.updated_at = now
-        retired = cube.model_copy(update={"header": header})
-        with mos._write_lock, mos.catalog.tx() as conn:
-            mos.catalog.replace_cube(conn, retired, new_version=False)
-            mos.catalog.audit(
-                conn,
-                at=now,
-                actor=user,
-                action="deactivate",
-                cube_id=cube.id,
-                ns=ns_path(cube.namespace),
-                detail={"reason": reason},
-            )
         self._drop(cube.blob)
-        if cube.blob is not None:
-            mos.blobs.delete(cube.blob)
-        return retired
+        return archive_derived(self.mos, user, cube, Kind.activation, "deactivate", {"reason": reason})
 
     # ---- policy -------------------------------------------------------------------------------
 

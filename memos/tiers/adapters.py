@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memos.cube import ACL, Header, Kind, Level, MemCube, Provenance, Source, Status, ns_path
-from memos.errors import Conflict, UserError
+from memos.errors import UserError
 from memos.ids import new_id
 from memos.log import get_logger
 from memos.storage.catalog import CubeFilter
+from memos.tiers import archive_derived
 from memos.tiers.activation import model_key
 
 if TYPE_CHECKING:
@@ -168,21 +169,7 @@ class AdapterTier:
 
     def retire(self, user: str, cube: MemCube) -> MemCube:
         """Archive an adapter cube, unload it and free its blob; its plaintext sources are untouched."""
-        mos = self.mos
-        if cube.kind != Kind.parametric:
-            raise Conflict(f"cube {cube.id} is {cube.kind.value}, not a parametric cube")
-        now = mos.clock.now()
-        header = cube.header.model_copy(deep=True)
-        header.lifecycle.status = Status.archived
-        header.updated_at = now
-        retired = cube.model_copy(update={"header": header})
-        with mos._write_lock, mos.catalog.tx() as conn:
-            mos.catalog.replace_cube(conn, retired, new_version=False)
-            mos.catalog.audit(
-                conn, at=now, actor=user, action="deconsolidate", cube_id=cube.id, ns=ns_path(cube.namespace)
-            )
-        if mos.llm is not None and adapter_name(cube) in mos.llm.loaded_adapters:
-            mos.llm.unload_adapter(adapter_name(cube))
-        if cube.blob is not None:
-            mos.blobs.delete(cube.blob)
-        return retired
+        llm = self.mos.llm
+        if cube.kind == Kind.parametric and llm is not None and adapter_name(cube) in llm.loaded_adapters:
+            llm.unload_adapter(adapter_name(cube))
+        return archive_derived(self.mos, user, cube, Kind.parametric, "deconsolidate")

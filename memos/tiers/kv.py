@@ -65,7 +65,16 @@ class KVBlock:
             raise UserError(f"a block of {self.num_tokens} tokens cannot give a cache of {num_tokens}")
         # slices are views; the cache's update concatenates into new tensors, so the block stays intact
         data = [(k[:, :, :num_tokens, :], v[:, :, :num_tokens, :]) for k, v in self.layers]
-        return DynamicCache(ddp_cache_data=data, config=config)
+        cache = DynamicCache(config=config)
+        layers = getattr(cache, "layers", None)
+        if layers is None or len(layers) != len(data):
+            return DynamicCache(ddp_cache_data=data, config=config)
+        # DynamicCache(ddp_cache_data=...) would copy every tensor once more (a concatenation onto an
+        # empty one); the views go in as they are, and the first forward's concatenation is the only copy
+        for layer, (k, v) in zip(layers, data, strict=True):
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
+        return cache
 
     def to(self, device: Any) -> KVBlock:
         """The same block with its tensors on `device`."""

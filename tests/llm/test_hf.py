@@ -158,3 +158,13 @@ def test_stop_strings_end_the_answer(llm: HFChat) -> None:
     cut = full[2:4]
     stopped = llm.complete(_messages(), max_tokens=24, stop=cut).text
     assert stopped == full[: full.find(cut)]
+
+
+def test_a_home_opened_with_a_local_model_counts_tokens_with_its_tokenizer(model_dir: Path, tmp_path: Path) -> None:
+    from memos import MemOS
+
+    with MemOS.open(tmp_path / "home", embedder="hash", llm=f"hf:{model_dir}", auto_paging=False) as mos:
+        assert isinstance(mos.llm, HFChat)
+        assert mos.tokenizer.name == f"hf:{model_dir}"
+        cube = mos.as_user("alice").write("alice/chat", "Alice adopted a grey cat named Pixel.")
+        assert cube.header.tokens == mos.llm.count("Alice adopted a grey cat named Pixel.")
