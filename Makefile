@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench bench-tiers lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,11 @@ test: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) bench/store.py
+
+# KV-block injection (time to first token) and LoRA consolidation, on random models built from configs
+bench-tiers: install
+	HF_HUB_OFFLINE=1 $(PY) bench/kv.py
+	HF_HUB_OFFLINE=1 $(PY) bench/lora.py
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -53,6 +53,10 @@ class Row:
     build: float
     nbytes: int
     identical: bool
+    #: index of the first greedy token that differs (None: all equal)
+    first_difference: int | None
+    #: largest difference of the first token's logits, injected vs prefilled
+    max_logit_delta: float
 
 
 def facts(count: int, seed: int = 0) -> list[str]:
@@ -200,8 +204,13 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, str]]:
         t_inj = median_time(partial(llm.complete, messages, max_tokens=1, kv=block), args.runs)
         t_cold = median_time(partial(answer_cold, llm, messages, blob, KVBlock), args.runs)
         plain = llm.generate_ids(ids, max_tokens=args.check_tokens)
-        same = plain == llm.generate_ids(ids, max_tokens=args.check_tokens, kv=block)
-        rows.append(Row(target, block.num_tokens, len(ids), t_full, t_inj, t_cold, build, block.nbytes, same))
+        cached = llm.generate_ids(ids, max_tokens=args.check_tokens, kv=block)
+        same = plain == cached
+        differ = next((i for i, (a, b) in enumerate(zip(plain, cached, strict=False)) if a != b), None)
+        delta = float((llm.logits(ids) - llm.logits(ids, kv=block)).abs().max())
+        rows.append(
+            Row(target, block.num_tokens, len(ids), t_full, t_inj, t_cold, build, block.nbytes, same, differ, delta)
+        )
         print(
             f"block {block.num_tokens} tokens: full {t_full * 1000:.1f} ms, injected {t_inj * 1000:.1f} ms, "
             f"cold {t_cold * 1000:.1f} ms, build {build * 1000:.0f} ms, identical {same}",
@@ -222,7 +231,8 @@ def render(rows: Sequence[Row], info: dict[str, str], args: argparse.Namespace) 
         "change (cold)",
         "block build (ms)",
         "block size (MB)",
-        f"first {args.check_tokens} tokens identical",
+        f"first {args.check_tokens} greedy tokens identical",
+        "max abs logit difference",
     ]
     body = []
     for r in rows:
@@ -237,7 +247,8 @@ def render(rows: Sequence[Row], info: dict[str, str], args: argparse.Namespace) 
                 f"{(r.cold / r.full - 1) * 100:+.1f} %",
                 f"{r.build * 1000:.0f}",
                 f"{r.nbytes / 1e6:.1f}",
-                "yes" if r.identical else "**no**",
+                "yes" if r.identical else f"**no** (from token {r.first_difference})",
+                f"{r.max_logit_delta:.1e}",
             ]
         )
     mach = machine()
@@ -255,7 +266,7 @@ def render(rows: Sequence[Row], info: dict[str, str], args: argparse.Namespace) 
             else "the kernel's `migrate(..., to='activation')`: one prefill plus writing the blob and the catalog row."
         ),
         "",
-        *table(header, body, "rrrrrrrrrl"),
+        *table(header, body, "rrrrrrrrrlr"),
         "",
         "Anchor: the MemOS paper reports −94.2 % TTFT for a 6k-token context on Qwen3-8B (GPU).",
         "",

@@ -47,7 +47,6 @@ from bench.common import command_line, kernel_version, machine, table  # noqa: E
 
 #: every HOLD_OUT-th text is held out: an interleaved 80/20 split
 HOLD_OUT = 5
-SPECIAL_TOKENS = ["<s>", "</s>", "<pad>"]
 
 NAMES = [
     "Alice", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Gustav", "Hana", "Ivan", "Jonas",
@@ -137,37 +136,13 @@ def split(texts: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def random_model(texts: Sequence[str], device: str, seed: int) -> tuple[Any, Any, str]:
     """A random ~21M-parameter Llama and a byte-level BPE trained on `texts`; and a line describing them."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from memos.llm.testing import random_llama, random_tokenizer
 
-    raw = Tokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=8192,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+    # the vocabulary is what the texts allow (up to 8192): no rows for tokens the data never produces
+    tokenizer = random_tokenizer(texts, vocab_size=8192)
+    model = random_llama(tokenizer, hidden=512, intermediate=1536, layers=6, heads=8, max_positions=2048, seed=seed).to(
+        device
     )
-    raw.train_from_iterator(texts, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    config = LlamaConfig(
-        # no rows for tokens the data never produces: a random model would first have to unlearn them
-        vocab_size=64 * -(-len(tokenizer) // 64),
-        hidden_size=512,
-        intermediate_size=1536,
-        num_hidden_layers=6,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(device)
     params = sum(p.numel() for p in model.parameters())
     about = (
         f"random Llama ({params / 1e6:.1f}M parameters: 6 layers, hidden 512, 8 heads, MLP 1536, tied embeddings, "
@@ -239,8 +214,8 @@ def render(args: argparse.Namespace, rows: list[Row], data: str, about: str, dev
         "# LoRA consolidation benchmark",
         "",
         f"- date: {args.started:%Y-%m-%d %H:%M} UTC, whole run {seconds:.0f} s (model build included)",
-        f"- load average (1 min) at the start and the end: {args.load[0]:.1f} / {os.getloadavg()[0]:.1f} "
-        f"({len(os.sched_getaffinity(0))} usable cores: above that, other work shared the CPU and times are long)",
+        f"- load average (1 min) before the run: {args.load[0]:.1f} ({len(os.sched_getaffinity(0))} usable cores; "
+        "other work running beside the benchmark makes its times longer)",
         f"- data: {data}",
         f"- model: {about}",
         f"- device: {device}",

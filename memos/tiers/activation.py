@@ -101,6 +101,9 @@ class ActivationTier:
         cube = self.current(ns)
         if backend is None or llm is None or cube is None:
             return None
+        if cube.blob is not None and not self.mos.blobs.exists(cube.blob):
+            # imported from an archive (which carries no blobs) or lost: tick builds it again
+            return None
         sources = self._sources(cube)
         if sources is None:
             return None

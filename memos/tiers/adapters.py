@@ -56,7 +56,8 @@ class AdapterTier:
         cubes = self.mos.catalog.select(
             CubeFilter(ns=ns, kinds=[Kind.parametric.value], statuses=(Status.active.value,))
         )
-        return [c for c in cubes if self.fits(c, llm)]
+        # an adapter imported from an archive has no blob here: it must be consolidated again
+        return [c for c in cubes if self.fits(c, llm) and c.blob is not None and self.mos.blobs.exists(c.blob)]
 
     def fits(self, cube: MemCube, llm: LLM) -> bool:
         """Whether this adapter may run on this backend: same model fingerprint, or a server of that base model."""

@@ -171,11 +171,17 @@ def test_orphan_blobs_are_swept_and_bad_requests_refused(kernel: MemOS, llm: HFC
     stray.write_bytes(b"left by a crash")
     alice.tick()
     assert not stray.exists() and block.blob is not None and kernel.blobs.exists(block.blob)
+    # a block whose blob is gone (an archive carries none) is not used; it is built again
+    kernel.blobs.delete(block.blob)
+    assert alice.context("alice/chat", "cat", budget_tokens=400).activation is None
+    [again] = alice.migrate(ids, to="activation")
+    assert again.blob is not None and kernel.blobs.exists(again.blob)
+    assert alice.context("alice/chat", "cat", budget_tokens=400).activation is not None
 
     with pytest.raises(UserError, match="only plaintext cubes can be written"):
         alice.write("alice/chat", "x", kind="activation")
     with pytest.raises(UserError, match="separate calls"):
-        alice.migrate([ids[0], block.id], to="parametric")
+        alice.migrate([ids[0], again.id], to="parametric")
     with pytest.raises(UserError, match="one namespace"):
         alice.migrate([ids[0], _write(kernel, "alice/other")[0]], to="activation")
     with pytest.raises(UserError, match="plaintext already"):
