@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from memos.cube import Kind, MemCube, Status, ns_path
+from memos.cube import ACL, Header, Kind, Level, MemCube, Provenance, Source, Status, ns_path
 from memos.errors import Conflict
 
 if TYPE_CHECKING:
@@ -31,3 +32,38 @@ def archive_derived(
     if cube.blob is not None:
         mos.blobs.delete(cube.blob)
     return retired
+
+
+def derived_cube(
+    cube_id: str,
+    kind: Kind,
+    sources: Sequence[MemCube],
+    *,
+    user: str,
+    now: datetime,
+    blob: str | None,
+    labels: Mapping[str, str],
+    tokens: int,
+    previous: MemCube | None = None,
+) -> MemCube:
+    """A long-term cube of `kind` built from `sources` (recorded as sources and derived_from); a new
+    version of `previous` when given."""
+    ids = [s.id for s in sources]
+    return MemCube(
+        id=cube_id,
+        namespace=sources[0].namespace,
+        kind=kind,
+        level=Level.long,
+        blob=blob,
+        sources=ids,
+        header=Header(
+            version=previous.header.version + 1 if previous is not None else 1,
+            previous=previous.header.version if previous is not None else None,
+            provenance=Provenance(source=Source.migration, actor=user, derived_from=ids),
+            created_at=previous.header.created_at if previous is not None else now,
+            updated_at=now,
+            acl=ACL(owner=user),
+            labels=dict(labels),
+            tokens=tokens,
+        ),
+    )

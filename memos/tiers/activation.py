@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from memos.cube import ACL, Header, Kind, Level, MemCube, Provenance, Source, Status, ns_path
+from memos.cube import ACL, Kind, MemCube, Status, ns_path
 from memos.errors import UserError
 from memos.ids import new_id
 from memos.log import get_logger
 from memos.scheduler import render_line
 from memos.storage.catalog import CubeFilter
-from memos.tiers import archive_derived
+from memos.tiers import archive_derived, derived_cube
 from memos.tiers.kv import KVBlock
 
 if TYPE_CHECKING:
@@ -218,28 +218,17 @@ class ActivationTier:
             cube_id = previous.id if previous is not None else new_id()
             ref = f"activation/{cube_id}.v{version}.safetensors" if block is not None else None
             size = mos.blobs.write_file(ref, block.save) if ref is not None and block is not None else 0
-            cube = MemCube(
-                id=cube_id,
-                namespace=sources[0].namespace,
-                kind=Kind.activation,
-                level=Level.long,
+            labels = {"model": model_key(mos.llm), "backend": backend, "digest": _digest(text), "bytes": str(size)}
+            cube = derived_cube(
+                cube_id,
+                Kind.activation,
+                sources,
+                user=user,
+                now=now,
                 blob=ref,
-                sources=[s.id for s in sources],
-                header=Header(
-                    version=version,
-                    previous=previous.header.version if previous is not None else None,
-                    provenance=Provenance(source=Source.migration, actor=user, derived_from=[s.id for s in sources]),
-                    created_at=previous.header.created_at if previous is not None else now,
-                    updated_at=now,
-                    acl=ACL(owner=user),
-                    labels={
-                        "model": model_key(mos.llm),
-                        "backend": backend,
-                        "digest": _digest(text),
-                        "bytes": str(size),
-                    },
-                    tokens=tokens,
-                ),
+                labels=labels,
+                tokens=tokens,
+                previous=previous,
             )
             try:
                 with mos.catalog.tx() as conn:

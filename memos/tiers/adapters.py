@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memos.cube import ACL, Header, Kind, Level, MemCube, Provenance, Source, Status, ns_path
+from memos.cube import ACL, Kind, MemCube, Status, ns_path
 from memos.errors import UserError
 from memos.ids import new_id
 from memos.log import get_logger
 from memos.storage.catalog import CubeFilter
-from memos.tiers import archive_derived
+from memos.tiers import archive_derived, derived_cube
 from memos.tiers.activation import model_key
 
 if TYPE_CHECKING:
@@ -111,28 +111,16 @@ class AdapterTier:
             size = mos.blobs.write_dir(ref, train)
         result: TrainReport = report["value"]
         now = mos.clock.now()
-        cube = MemCube(
-            id=cube_id,
-            namespace=sources[0].namespace,
-            kind=Kind.parametric,
-            level=Level.long,
-            blob=ref,
-            sources=[s.id for s in sources],
-            header=Header(
-                provenance=Provenance(source=Source.migration, actor=user, derived_from=[s.id for s in sources]),
-                created_at=now,
-                updated_at=now,
-                acl=ACL(owner=user),
-                labels={
-                    "model": model_key(llm),
-                    "base": base_name(llm),
-                    "bytes": str(size),
-                    "loss_before": f"{result.loss_before:.4f}",
-                    "loss_after": f"{result.loss_after:.4f}",
-                    "rank": str(lora.r),
-                },
-                tokens=result.num_tokens,
-            ),
+        labels = {
+            "model": model_key(llm),
+            "base": base_name(llm),
+            "bytes": str(size),
+            "loss_before": f"{result.loss_before:.4f}",
+            "loss_after": f"{result.loss_after:.4f}",
+            "rank": str(lora.r),
+        }
+        cube = derived_cube(
+            cube_id, Kind.parametric, sources, user=user, now=now, blob=ref, labels=labels, tokens=result.num_tokens
         )
         try:
             with mos._write_lock, mos.catalog.tx() as conn:
