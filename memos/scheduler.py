@@ -451,10 +451,12 @@ class Scheduler:
         held = {item.cube.id for item in block_items}
         rest = [item for item in profile + ranked if not set(item.carries or [item.cube.id]) <= held]
         block_cost = mos.tokenizer.count(render_items(block_items)) + 1 if block_items else 0
-        packed, _ = pack(rest, budget_tokens - block_cost, mos.tokenizer)
-        # the join of the block and the rest is counted as a whole: drop the weakest until it fits
-        while packed and mos.tokenizer.count(render_items(block_items + packed)) > budget_tokens:
-            packed.remove(min(packed, key=lambda it: (it.score, it.cube.id)))
+        packed, tokens = pack(rest, budget_tokens - block_cost, mos.tokenizer)
+        if block_items:
+            # the join of the block and the rest is counted as a whole: drop the weakest until it fits
+            while packed and mos.tokenizer.count(render_items(block_items + packed)) > budget_tokens:
+                packed.remove(min(packed, key=lambda it: (it.score, it.cube.id)))
+            tokens = mos.tokenizer.count(render_items(block_items + packed))
         items = block_items + packed
         working = WorkingSet(
             namespace=ns,
@@ -463,7 +465,7 @@ class Scheduler:
             items=items,
             ranked=ranked,
             temporal=is_temporal(query),
-            tokens=mos.tokenizer.count(render_items(items)) if items else 0,
+            tokens=tokens,
             activation=block,
             system=system,
             adapters=mos.adapters.usable(ns_path(ns)),

@@ -98,8 +98,10 @@ class ActivationTier:
         """(block cube, its sources in block order, the system text) when the block fits the active model now."""
         llm = self.mos.llm
         backend = backend_of(llm)
+        if backend is None or llm is None:
+            return None
         cube = self.current(ns)
-        if backend is None or llm is None or cube is None:
+        if cube is None:
             return None
         if cube.blob is not None and not self.mos.blobs.exists(cube.blob):
             # imported from an archive (which carries no blobs) or lost: tick builds it again
