@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from memos.errors import MemosError
 
-from . import context, cube, memory, tiers, users
+from . import context, cube, memory, plugins, tiers, users
 from .common import Globals, one_line
 
 
@@ -24,6 +24,14 @@ def report(err: MemosError) -> int:
 class _Group(TyperGroup):
     """The root group: a MemosError from any command becomes one line on stderr and its exit code."""
 
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """A built-in command, else one a plugin registered under that name."""
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            # plugins load only for a name that is not built in, so `memos --help` never imports them
+            command = plugins.plugin_command(cmd_name)
+        return command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -35,6 +43,7 @@ app = typer.Typer(
     cls=_Group,
     name="memos",
     help="An operating-system-style memory for LLM agents.",
+    epilog="Plugins may add commands of their own: `memos plugins list` shows them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -54,7 +63,8 @@ def main(
     ] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="Write logs to stderr as JSON lines.")] = False,
     embedder: Annotated[
-        str | None, typer.Option("--embedder", help="Embedder: minilm, hash, hash:DIM or openai:MODEL.")
+        str | None,
+        typer.Option("--embedder", help="Embedder: minilm, hash, hash:DIM, openai:MODEL or a plugin's SCHEME:ARG."),
     ] = None,
 ) -> None:
     """An operating-system-style memory for LLM agents."""
@@ -66,6 +76,7 @@ cube.register(app)
 users.register(app)
 context.register(app)
 tiers.register(app)
+plugins.register(app)
 
 
 def run() -> None:

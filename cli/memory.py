@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import tomllib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -32,10 +34,13 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from memos.ingest import PolicySummary
     from memos.kernel import MemOS, WriteRequest
     from memos.paging import SegmentInfo
+    from memos.policy import Policy
     from memos.retrieval import Hit
 
+T = TypeVar("T")
 #: progress bars appear only for ingests at least this long (and only on a terminal)
 MIN_TURNS_FOR_PROGRESS = 200
 
@@ -129,17 +134,30 @@ def ingest(
     again: Annotated[
         bool, typer.Option("--again", help="Also write turns whose id is already stored in the namespace.")
     ] = False,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="Let this memory policy decide what to write (see `memos plugins list`)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Write every turn of a conversation file as a memory (the whole file is checked first).
 
     Turns whose id (external id) is already stored in the target namespace are skipped, so running
-    the same ingest twice, or after an interruption, writes each turn once.
+    the same ingest twice, or after an interruption, writes each turn once. With --policy, a memory
+    policy sees the turns one by one and decides what to insert, update or delete.
     """
     from memos import ingest as reader
     from memos.cube import Right, ns_path, parse_namespace
 
     target = parse_namespace(namespace)
     fmt = reader.check_format(fmt)
+    chosen: Policy | None = None
+    if policy is not None:
+        if again:
+            raise UserError("--again applies only without --policy: the policy decides what to write")
+        from memos.registry import get_registry
+
+        chosen = get_registry().policy(policy)
     with open_session(ctx) as session:
         mos = session.mos
         limit = mos.settings.max_text_chars
@@ -164,17 +182,70 @@ def ingest(
         ) as progress:
             task = progress.add_task("ingest", total=found.num_turns)
             written = skipped = 0
-            items = reader.iter_requests(file, found.format, max_text_chars=limit)
-            for suffix, requests in reader.batched(items, batch):
-                ns = target + (suffix or ())
-                fresh = requests if again else _not_yet_stored(mos, ns, requests)
-                skipped += len(requests) - len(fresh)
-                written += len(session.write_many(ns, fresh))
-                progress.advance(task, len(requests))
+            summary = None
+            if chosen is not None:
+                summary = reader.PolicySummary(policy=chosen.name)
+                observed = reader.iter_observations(file, found.format, max_text_chars=limit)
+                for suffix, group in itertools.groupby(observed, key=lambda item: item[0]):
+                    turns = _advancing((item for _, item in group), lambda: progress.advance(task))
+                    summary.add(reader.ingest_with_policy(session, target + (suffix or ()), turns, chosen))
+            else:
+                items = reader.iter_requests(file, found.format, max_text_chars=limit)
+                for suffix, requests in reader.batched(items, batch):
+                    ns = target + (suffix or ())
+                    fresh = requests if again else _not_yet_stored(mos, ns, requests)
+                    skipped += len(requests) - len(fresh)
+                    written += len(session.write_many(ns, fresh))
+                    progress.advance(task, len(requests))
     where = ns_path(target) if len(targets) == 1 else f"{len(targets)} namespaces under {ns_path(target)}"
     sessions = plural(found.num_sessions, "session")
+    facts = {
+        "file": str(file),
+        "format": found.format,
+        "sessions": found.num_sessions,
+        "namespaces": [ns_path(ns) for ns in targets],
+    }
+    if summary is not None:
+        if as_json:
+            print_json({**_policy_json(summary), **facts})
+            return
+        first_error = f"; first error: {summary.errors[0]}" if summary.errors else ""
+        typer.echo(f"{policy_line(summary)} ({sessions}, format {found.format}) from {file} into {where}{first_error}")
+        return
+    if as_json:
+        print_json({"written": written, "skipped": skipped, "turns": found.num_turns, **facts})
+        return
     note = f"; skipped {plural(skipped, 'turn')} already stored" if skipped else ""
     typer.echo(f"ingested {plural(written, 'turn')} ({sessions}, format {found.format}) from {file} into {where}{note}")
+
+
+def _advancing(items: Iterable[T], advance: Callable[[], object]) -> Iterator[T]:
+    """The items, calling `advance` after each one is consumed."""
+    for item in items:
+        yield item
+        advance()
+
+
+def policy_line(summary: PolicySummary) -> str:
+    """What a policy did, as the start of one line: ops applied (per kind) and failed, chunks seen."""
+    kinds = ", ".join(plural(n, kind) for kind, n in sorted(summary.applied_by_kind.items()))
+    return (
+        f"policy {summary.policy}: applied {plural(summary.num_applied, 'op')}"
+        f"{f' ({kinds})' if kinds else ''}, {summary.num_failed} failed, "
+        f"over {plural(summary.num_chunks, 'chunk')}"
+    )
+
+
+def _policy_json(summary: PolicySummary) -> dict[str, Any]:
+    return {
+        "policy": summary.policy,
+        "chunks": summary.num_chunks,
+        "ops": summary.num_ops,
+        "applied": summary.num_applied,
+        "failed": summary.num_failed,
+        "applied_by_kind": summary.applied_by_kind,
+        "errors": summary.errors,
+    }
 
 
 def _not_yet_stored(mos: MemOS, ns: tuple[str, ...], requests: list[WriteRequest]) -> list[WriteRequest]:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from memos.config import Settings
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+#: the embedder schemes built here; any other scheme is looked up among the plugins' embedders
+BUILTIN_SCHEMES = ("hash", "minilm", "openai")
 
 
 class Embedder(Protocol):
@@ -202,7 +204,7 @@ class OpenAIEmbedder:
 
 
 def make_embedder(settings: Settings) -> Embedder:
-    """Build the embedder a settings string names: 'minilm', 'hash', 'hash:DIM' or 'openai:MODEL'."""
+    """Build the embedder a settings string names: 'minilm', 'hash', 'hash:DIM', 'openai:MODEL' or a plugin's."""
     spec = settings.embedder.strip()
     name, _, arg = spec.partition(":")
     if name == "hash":
@@ -220,4 +222,15 @@ def make_embedder(settings: Settings) -> Embedder:
             timeout_s=settings.openai_timeout_s,
             max_retries=settings.openai_max_retries,
         )
-    raise UserError(f"unknown embedder {spec!r}: use 'minilm', 'hash', 'hash:DIM' or 'openai:MODEL'")
+    accepted = "'minilm', 'hash', 'hash:DIM' or 'openai:MODEL'"
+    if name:
+        # imported here: plugins load only when a scheme memos does not build itself is asked for
+        from memos.registry import get_registry
+
+        registry = get_registry()
+        if name in registry.embedders:
+            return registry.create("embedders", name, settings, arg)
+        if registry.embedders:
+            schemes = ", ".join(f"'{scheme}:...'" for scheme in sorted(registry.embedders))
+            raise UserError(f"unknown embedder {spec!r}: use {accepted}, or a plugin's: {schemes}")
+    raise UserError(f"unknown embedder {spec!r}: use {accepted}")

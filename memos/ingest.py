@@ -3,22 +3,28 @@
 Readers are generators so a caller can stream batches into `write_many`; `scan` reads a whole file
 first so a malformed one is rejected before anything is written. Every problem is one UserError
 line that says where it is (file, line and column, or session and turn) and what is wrong.
+`ingest_with_policy` instead lets a memory policy decide, turn by turn, what to write.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memos import inputs
-from memos.cube import Level, parse_namespace
-from memos.errors import UserError
+from memos.cube import Level, Namespace, parse_namespace
+from memos.errors import BackendError, MemosError, UserError
 from memos.kernel import WriteRequest
+from memos.policy import Observation, apply_ops
+
+if TYPE_CHECKING:
+    from memos.kernel import Session
+    from memos.policy import Policy
 
 FORMATS = ("json", "jsonl", "locomo")
 #: extensions that `auto` reads as one JSON message per line
@@ -55,6 +61,10 @@ _MONTHS = {
     for name in (full, full[:3])
 }
 _SESSION_KEY = re.compile(r"^session_(\d+)$")
+#: provenance fields of a turn an Observation carries in its metadata
+_OBSERVED = ("session_id", "turn_id", "external_id")
+#: how many operation errors a PolicySummary keeps
+MAX_ERRORS = 20
 
 
 @dataclass
@@ -66,6 +76,31 @@ class Scan:
     num_sessions: int = 0
     #: distinct namespace suffixes, in file order (LoCoMo files with several samples have one per sample)
     suffixes: list[Suffix] = field(default_factory=list)
+
+
+@dataclass
+class PolicySummary:
+    """What a policy did with an input: chunks seen, operations asked for, applied and failed."""
+
+    policy: str
+    num_chunks: int = 0
+    num_ops: int = 0
+    num_applied: int = 0
+    num_failed: int = 0
+    #: applied operations per kind ("insert", "update", "delete")
+    applied_by_kind: dict[str, int] = field(default_factory=dict)
+    #: the first MAX_ERRORS failures, each "chunk INDEX: message"
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: PolicySummary) -> None:
+        """Add another run's counts (another namespace of the same input) to this one."""
+        self.num_chunks += other.num_chunks
+        self.num_ops += other.num_ops
+        self.num_applied += other.num_applied
+        self.num_failed += other.num_failed
+        for kind, count in other.applied_by_kind.items():
+            self.applied_by_kind[kind] = self.applied_by_kind.get(kind, 0) + count
+        self.errors.extend(other.errors[: MAX_ERRORS - len(self.errors)])
 
 
 @dataclass(frozen=True)
@@ -153,6 +188,69 @@ def count_turns(path: str | Path, fmt: str = "auto", *, max_text_chars: int | No
 def detect_format(path: str | Path, fmt: str = "auto") -> str:
     """The format `auto` resolves to for this file (json, jsonl or locomo)."""
     return _turns(Path(path), check_format(fmt), None)[0]
+
+
+# ---- through a memory policy -----------------------------------------------------------------
+
+
+def observation(request: WriteRequest, index: int) -> Observation:
+    """A parsed turn as what a policy sees: its text, speaker, and session id, turn id, external id, date."""
+    provenance = request.provenance or {}
+    metadata: dict[str, Any] = {key: provenance[key] for key in _OBSERVED if provenance.get(key)}
+    if request.event_time is not None:
+        when = request.event_time
+        metadata["date"] = when.isoformat() if isinstance(when, datetime) else str(when)
+    return Observation(text=request.text, index=index, speaker=provenance.get("speaker"), metadata=metadata)
+
+
+def iter_observations(
+    path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None
+) -> Iterator[tuple[Suffix, Observation]]:
+    """Yield (namespace suffix, Observation) per turn, in file order; the index counts turns per suffix."""
+    counters: dict[Suffix, int] = {}
+    for suffix, request in iter_requests(path, fmt, max_text_chars=max_text_chars):
+        index = counters.get(suffix, 0)
+        counters[suffix] = index + 1
+        yield suffix, observation(request, index)
+
+
+def ingest_with_policy(
+    session: Session,
+    namespace: Namespace | Sequence[str] | str,
+    observations: Iterable[Observation],
+    policy: Policy,
+) -> PolicySummary:
+    """Feed observations one by one to a policy and apply its operations as the session's user.
+
+    The policy starts afresh (`reset`), and each observation's operations are applied before the
+    next one is observed, so the policy can recall what it has just written. A failing operation
+    is counted (and its error kept), never raised.
+    """
+    ns = parse_namespace(namespace)
+    name = policy.name or type(policy).__name__
+    summary = PolicySummary(policy=name)
+    policy.reset()
+    for item in observations:
+        summary.num_chunks += 1
+        try:
+            ops = policy.observe(session, ns, item)
+        except MemosError:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"policy {name!r} failed on chunk {item.index}: {type(exc).__name__}: {exc}", policy=name
+            ) from exc
+        summary.num_ops += len(ops)
+        for result in apply_ops(session, ns, ops, policy=name):
+            if result.ok:
+                summary.num_applied += 1
+                kind = result.op.kind.value
+                summary.applied_by_kind[kind] = summary.applied_by_kind.get(kind, 0) + 1
+            else:
+                summary.num_failed += 1
+                if len(summary.errors) < MAX_ERRORS:
+                    summary.errors.append(f"chunk {item.index}: {result.error}")
+    return summary
 
 
 # ---- reading ---------------------------------------------------------------------------------

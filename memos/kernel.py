@@ -47,6 +47,7 @@ from memos.tiers.adapters import AdapterTier
 from memos.tokens import Tokenizer, get_tokenizer
 
 if TYPE_CHECKING:
+    from memos.policies.mem1 import Environment, Episode
     from memos.prompt import Answer
     from memos.tiers.parametric import LoRASettings
 
@@ -753,6 +754,30 @@ class Session:
             raise NotFound(f"no cube with id {cid}", cube_id=cid)
         self.mos.governance.require_cube(self.user, cube, right)
         return cube
+
+    # ---- agents ------------------------------------------------------------------------------
+
+    def agent(
+        self,
+        policy: str = "mem1",
+        *,
+        env: Environment,
+        llm: LLM | None = None,
+        max_turns: int = 6,
+        format: str = "think",
+        namespace: Namespace | Sequence[str] | str | None = None,
+    ) -> Episode:
+        """Run an agent loop in an environment with the kernel's LLM (or `llm`) and return its episode.
+
+        "mem1" is MEM1's constant-memory loop: each turn sees the task, its previous internal state,
+        action and observation only. With `namespace`, the episode's transcript is also written there
+        as one long-term cube labelled type=trajectory.
+        """
+        if policy != "mem1":
+            raise UserError(f"unknown agent policy {policy!r}: the only one available is 'mem1'", policy=policy)
+        from memos.policies.mem1.plugin import run_episode
+
+        return run_episode(self, env=env, llm=llm, max_turns=max_turns, format=format, namespace=namespace)
 
 
 def _without_copies(hits: Sequence[Hit]) -> list[Hit]:

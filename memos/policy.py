@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,8 @@ class MemoryOp:
     tags: Sequence[str] = ()
     #: provenance fields for an insert (session_id, external_id, speaker, ...)
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    #: when the remembered thing happened (an insert's event time), e.g. the turn's session date
+    event_time: datetime | str | None = None
 
     def check(self) -> None:
         """Raise UserError when the operation is incomplete (no text to insert, no cube to change)."""
@@ -130,7 +133,14 @@ def apply_ops(
                 labels.update(region_labels(policy or labels.get("policy", "policy"), op.region))
             provenance = {"source": "policy", **dict(op.provenance)}
             items.append(
-                {"text": op.text, "level": op.level, "labels": labels, "tags": list(op.tags), "provenance": provenance}
+                {
+                    "text": op.text,
+                    "level": op.level,
+                    "labels": labels,
+                    "tags": list(op.tags),
+                    "provenance": provenance,
+                    "event_time": op.event_time,
+                }
             )
         try:
             cubes = session.write_many(ns, items)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from memos.config import Settings
 
 __all__ = [
+    "BUILTIN_SCHEMES",
     "LLM",
     "Capabilities",
     "Completion",
@@ -37,6 +38,8 @@ __all__ = [
     "validate_tools",
 ]
 
+#: the MEMOS_LLM schemes built here; any other scheme is looked up among the plugins' LLM backends
+BUILTIN_SCHEMES = ("none", "openai", "hf", "vllm")
 _ACCEPTED = (
     "'none', 'openai:MODEL' (any OpenAI-compatible server at MEMOS_OPENAI_BASE_URL), "
     "'hf:/path/to/model' (a local model) or 'vllm:http://HOST:PORT/v1#MODEL' (a vLLM server)"
@@ -44,7 +47,7 @@ _ACCEPTED = (
 
 
 def make_llm(settings: Settings) -> LLM | None:
-    """Build the LLM `settings.llm` names: None for 'none', else an OpenAIChat, HFChat or VLLMChat."""
+    """Build the LLM `settings.llm` names: None for 'none', an OpenAIChat, HFChat or VLLMChat, or a plugin's."""
     spec = settings.llm.strip()
     kind, sep, arg = spec.partition(":")
     if spec == "none":
@@ -84,4 +87,14 @@ def make_llm(settings: Settings) -> LLM | None:
             timeout_s=settings.openai_timeout_s,
             max_retries=settings.openai_max_retries,
         )
+    if kind and kind not in BUILTIN_SCHEMES:
+        # imported here: plugins load only when a scheme memos does not build itself is asked for
+        from memos.registry import get_registry
+
+        registry = get_registry()
+        if kind in registry.llm_backends:
+            return registry.create("llm_backends", kind, settings, arg.strip())
+        if registry.llm_backends:
+            schemes = ", ".join(f"'{name}:...'" for name in sorted(registry.llm_backends))
+            raise UserError(f"unknown MEMOS_LLM {spec!r}: use {_ACCEPTED}, or a plugin's: {schemes}", llm=spec)
     raise UserError(f"unknown MEMOS_LLM {spec!r}: use {_ACCEPTED}", llm=spec)
