@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from memos.errors import MemosError
 
-from . import context, cube, memory, plugins, tiers, users
+from . import context, cube, memory, plugins, tiers, train, users
 from .common import Globals, one_line
 
 
@@ -76,6 +76,7 @@ cube.register(app)
 users.register(app)
 context.register(app)
 tiers.register(app)
+train.register(app)
 plugins.register(app)
 
 
