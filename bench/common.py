@@ -86,3 +86,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> l
     out = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return out
+
+
+def publish(page: str, out: Path) -> None:
+    """Write a results page (creating its folder) and print it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page)
+    print(page)

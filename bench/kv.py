@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, command_line, kernel_version, machine, table
+from bench.common import ROOT, command_line, kernel_version, machine, publish, table
 
 if TYPE_CHECKING:
     from memos.cube import MemCube
@@ -308,9 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out = args.out or ROOT / "bench" / "results" / f"kv-{'cuda' if cuda else 'cpu'}{suffix}.md"
     rows, info = run(args)
     page = render(rows, info, args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(page)
-    print(page)
+    publish(page, args.out)
     return 0
 
 

@@ -53,7 +53,7 @@ from memos.storage.catalog import SEARCHABLE, CubeFilter
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import command_line, kernel_version, machine, table  # noqa: E402
+from bench.common import command_line, kernel_version, machine, publish, table  # noqa: E402
 
 KS = (5, 10, 25, 50)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
@@ -393,9 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
     page = render(result, args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(page)
-    print(page)
+    publish(page, args.out)
     return 0
 
 

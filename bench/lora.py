@@ -43,7 +43,7 @@ from memos.tiers.parametric import AdapterHost, LoRASettings, TrainReport, mean_
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import command_line, kernel_version, machine, table  # noqa: E402
+from bench.common import command_line, kernel_version, machine, publish, table  # noqa: E402
 
 #: every HOLD_OUT-th text is held out: an interleaved 80/20 split
 HOLD_OUT = 5
@@ -337,9 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{about}; {len(kept)} texts to consolidate, {len(held)} held out, device {device}", flush=True)
     rows = run(args, kept, held, model, tokenizer)
     page = render(args, rows, data, about, device_name(device), time.perf_counter() - clock)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(page)
-    print(page)
+    publish(page, args.out)
     return 0
 
 

@@ -51,7 +51,7 @@ from memos.policies.admission.train import (
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import command_line, kernel_version, machine, table  # noqa: E402
+from bench.common import command_line, kernel_version, machine, publish, table  # noqa: E402
 
 BUDGETS = (0.25, 0.5)
 #: the goal at the 25 % budget: the trained policy keeps this share of store-everything's recall ...
@@ -270,9 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results, info = run(args)
     page = render(results, info, args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(page)
-    print(page)
+    publish(page, args.out)
     return 0
 
 

@@ -23,6 +23,12 @@ SEARCH = "search_memory"
 
 _TYPE_DOC = "Which memory: core_memory (one paragraph), semantic_memory (facts) or episodic_memory (events in time)."
 _ID_DOC = "The item's id as shown in memory, e.g. 3f2a (without brackets)."
+#: the memory_type argument of the tools that act on any of the three memories
+_ANY_MEMORY_TYPE = {
+    "type": "string",
+    "enum": ["core_memory", "semantic_memory", "episodic_memory"],
+    "description": _TYPE_DOC,
+}
 
 TOOLS: dict[str, ToolSchema] = {
     INSERT: ToolSchema(
@@ -43,11 +49,7 @@ TOOLS: dict[str, ToolSchema] = {
         parameters={
             "type": "object",
             "properties": {
-                "memory_type": {
-                    "type": "string",
-                    "enum": ["core_memory", "semantic_memory", "episodic_memory"],
-                    "description": _TYPE_DOC,
-                },
+                "memory_type": _ANY_MEMORY_TYPE,
                 "new_content": {"type": "string", "description": "The new text (core: the whole paragraph)."},
                 "memory_id": {"type": "string", "description": _ID_DOC + " Not used for core_memory."},
             },
@@ -60,11 +62,7 @@ TOOLS: dict[str, ToolSchema] = {
         parameters={
             "type": "object",
             "properties": {
-                "memory_type": {
-                    "type": "string",
-                    "enum": ["core_memory", "semantic_memory", "episodic_memory"],
-                    "description": _TYPE_DOC,
-                },
+                "memory_type": _ANY_MEMORY_TYPE,
                 "memory_id": {"type": "string", "description": _ID_DOC + " Not used for core_memory."},
             },
             "required": ["memory_type"],
@@ -76,11 +74,7 @@ TOOLS: dict[str, ToolSchema] = {
         parameters={
             "type": "object",
             "properties": {
-                "memory_type": {
-                    "type": "string",
-                    "enum": ["core_memory", "semantic_memory", "episodic_memory"],
-                    "description": _TYPE_DOC,
-                },
+                "memory_type": _ANY_MEMORY_TYPE,
                 "query": {"type": "string"},
                 "search_method": {"type": "string", "enum": list(SEARCH_METHODS), "default": "bm25"},
             },
