@@ -190,6 +190,18 @@ class MemOS:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def emit(self, event: str, **fields: Any) -> None:
+        """Tell the plugins of an event (memos_on_write, memos_on_recall, memos_on_task_end); never raises.
+
+        The change the event reports is already committed: a plugin that fails is logged and skipped.
+        """
+        from memos.registry import get_registry
+
+        try:
+            getattr(get_registry().hook, event)(**fields)
+        except Exception as exc:
+            log.warning("a plugin failed on an event; the change itself is saved", hook=event, error=str(exc))
+
     def as_user(self, name: str) -> Session:
         """Act as a user (registered on first use)."""
         return Session(self, self.governance.ensure_user(name))
@@ -332,6 +344,7 @@ class Session:
             mos.sync_after_commit([c.id for c in cubes], dict(zip([c.id for c in cubes], vectors, strict=True)))
         if mos.settings.auto_paging and any(c.level == Level.short for c in cubes):
             mos.pager.schedule(ns_path(ns))
+        mos.emit("memos_on_write", user=self.user, cubes=cubes)
         return cubes
 
     def _new_cube(self, ns: Namespace, req: WriteRequest, now: datetime) -> MemCube:
@@ -491,6 +504,7 @@ class Session:
         # over-fetch: knowledge promoted from a page (same words) is dropped when its page ranks above it
         hits = _without_copies(hybrid_search(mos.catalog, mos.vectors, mos.embedder, query, flt, 2 * k))[:k]
         mos.catalog.touch([h.cube.id for h in hits], mos.clock.now())
+        mos.emit("memos_on_recall", user=self.user, query=query, hits=hits)
         return hits
 
     def context(
@@ -777,7 +791,9 @@ class Session:
             raise UserError(f"unknown agent policy {policy!r}: the only one available is 'mem1'", policy=policy)
         from memos.policies.mem1.plugin import run_episode
 
-        return run_episode(self, env=env, llm=llm, max_turns=max_turns, format=format, namespace=namespace)
+        episode = run_episode(self, env=env, llm=llm, max_turns=max_turns, format=format, namespace=namespace)
+        self.mos.emit("memos_on_task_end", user=self.user, task=episode, success=bool(episode.reward))
+        return episode
 
 
 def _without_copies(hits: Sequence[Hit]) -> list[Hit]:

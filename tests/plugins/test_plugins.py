@@ -327,3 +327,30 @@ def test_failed_operations_are_counted_not_raised(mos: MemOS) -> None:
     missing = "no cube with id 01890a5d-ac96-774b-bcce-b302099a8057"
     empty = "an insert operation needs a non-empty text"
     assert summary.errors == [f"chunk 0: {missing}", f"chunk 0: {empty}", f"chunk 1: {missing}", f"chunk 1: {empty}"]
+
+
+def test_the_kernel_tells_plugins_of_writes_and_recalls_and_survives_their_errors(
+    make_plugin: Callable[[str, str, str], Path], mos: MemOS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_plugin(
+        "memos-test-events",
+        "events",
+        "from memos.hooks import hookimpl\n"
+        "SEEN = []\n"
+        "@hookimpl\n"
+        "def memos_on_write(user, cubes):\n"
+        "    SEEN.append(('write', user, [c.text for c in cubes]))\n"
+        "@hookimpl\n"
+        "def memos_on_recall(user, query, hits):\n"
+        "    raise RuntimeError('this plugin breaks on recall')\n",
+    )
+    monkeypatch.setenv("MEMOS_PLUGINS", "events")
+    alice = mos.as_user("alice")
+    alice.write("alice/chat", "Maya adopted a greyhound called Biscuit.")
+    hits = alice.recall("alice/chat", "greyhound", k=1)
+
+    import memos_test_events  # the module the registry loaded
+
+    assert memos_test_events.SEEN == [("write", "alice", ["Maya adopted a greyhound called Biscuit."])]
+    # the plugin raised on recall: the recall still answered
+    assert [h.cube.text for h in hits] == ["Maya adopted a greyhound called Biscuit."]
