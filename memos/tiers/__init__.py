@@ -67,3 +67,39 @@ def derived_cube(
             tokens=tokens,
         ),
     )
+
+
+def commit_derived(
+    mos: MemOS,
+    user: str,
+    cube: MemCube,
+    *,
+    action: str,
+    detail: Mapping[str, Any],
+    previous: MemCube | None = None,
+) -> None:
+    """Store a derived cube (new, or a new version of `previous`) with its audit entry in one transaction.
+
+    Its blob is already written; if the transaction fails the blob is deleted, so no file outlives
+    a cube that was never stored.
+    """
+    try:
+        with mos._write_lock, mos.catalog.tx() as conn:
+            cube.header.acl = ACL(owner=mos.governance.claim(conn, user, cube.namespace))
+            if previous is None:
+                mos.catalog.insert_cubes(conn, [cube])
+            else:
+                mos.catalog.replace_cube(conn, cube, new_version=True)
+            mos.catalog.audit(
+                conn,
+                at=cube.header.updated_at,
+                actor=user,
+                action=action,
+                cube_id=cube.id,
+                ns=ns_path(cube.namespace),
+                detail=detail,
+            )
+    except BaseException:
+        if cube.blob is not None:
+            mos.blobs.delete(cube.blob)
+        raise

@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from memos.cube import ACL, Kind, MemCube, Status, ns_path
+from memos.cube import Kind, MemCube, Status, ns_path
 from memos.errors import UserError
 from memos.ids import new_id
 from memos.log import get_logger
 from memos.scheduler import render_line
 from memos.storage.catalog import CubeFilter
-from memos.tiers import archive_derived, derived_cube
+from memos.tiers import archive_derived, commit_derived, derived_cube
 from memos.tiers.kv import KVBlock
 
 if TYPE_CHECKING:
@@ -232,26 +232,8 @@ class ActivationTier:
                 tokens=tokens,
                 previous=previous,
             )
-            try:
-                with mos.catalog.tx() as conn:
-                    cube.header.acl = ACL(owner=mos.governance.claim(conn, user, sources[0].namespace))
-                    if previous is None:
-                        mos.catalog.insert_cubes(conn, [cube])
-                    else:
-                        mos.catalog.replace_cube(conn, cube, new_version=True)
-                    mos.catalog.audit(
-                        conn,
-                        at=now,
-                        actor=user,
-                        action="activate",
-                        cube_id=cube.id,
-                        ns=ns,
-                        detail={"sources": len(sources), "tokens": tokens, "backend": backend},
-                    )
-            except BaseException:
-                if ref is not None:
-                    mos.blobs.delete(ref)
-                raise
+            detail = {"sources": len(sources), "tokens": tokens, "backend": backend}
+            commit_derived(mos, user, cube, action="activate", detail=detail, previous=previous)
         if previous is not None and previous.blob is not None and previous.blob != ref:
             self._drop(previous.blob)
             mos.blobs.delete(previous.blob)

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memos.cube import ACL, Kind, MemCube, Status, ns_path
+from memos.cube import Kind, MemCube, Status, ns_path
 from memos.errors import UserError
 from memos.ids import new_id
 from memos.log import get_logger
 from memos.storage.catalog import CubeFilter
-from memos.tiers import archive_derived, derived_cube
+from memos.tiers import archive_derived, commit_derived, derived_cube
 from memos.tiers.activation import model_key
 
 if TYPE_CHECKING:
@@ -122,22 +122,8 @@ class AdapterTier:
         cube = derived_cube(
             cube_id, Kind.parametric, sources, user=user, now=now, blob=ref, labels=labels, tokens=result.num_tokens
         )
-        try:
-            with mos._write_lock, mos.catalog.tx() as conn:
-                cube.header.acl = ACL(owner=mos.governance.claim(conn, user, cube.namespace))
-                mos.catalog.insert_cubes(conn, [cube])
-                mos.catalog.audit(
-                    conn,
-                    at=now,
-                    actor=user,
-                    action="consolidate",
-                    cube_id=cube.id,
-                    ns=ns,
-                    detail={"sources": len(sources), "steps": result.steps, "loss_after": result.loss_after},
-                )
-        except BaseException:
-            mos.blobs.delete(ref)
-            raise
+        detail = {"sources": len(sources), "steps": result.steps, "loss_after": result.loss_after}
+        commit_derived(mos, user, cube, action="consolidate", detail=detail)
         log.info("adapter trained", ns=ns, cubes=len(sources), seconds=round(result.seconds, 2))
         return cube, result
 
