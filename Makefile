@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned in the same pip command as transformers/peft so pip takes the CPU wheel
-	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[local,dev]"
+	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[local,agents,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

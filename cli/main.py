@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from memos.errors import MemosError
 
-from . import context, cube, memory, plugins, tiers, train, users
+from . import chat, context, cube, memory, plugins, tiers, train, users
 from .common import Globals, one_line
 
 
@@ -78,6 +78,7 @@ context.register(app)
 tiers.register(app)
 train.register(app)
 plugins.register(app)
+chat.register(app)
 
 
 def run() -> None:

@@ -171,7 +171,7 @@ def parse_namespace(value: Any) -> Namespace:
     if len(parts) > MAX_NAMESPACE_DEPTH:
         raise UserError(f"a namespace has at most {MAX_NAMESPACE_DEPTH} segments; got {len(parts)}")
     for part in parts:
-        if not isinstance(part, str) or not _SEGMENT.match(part):
+        if not isinstance(part, str) or not _SEGMENT.fullmatch(part):
             raise UserError(
                 f"invalid namespace segment {part!r}: use 1-64 letters, digits, '_', '.', '@' or '-',"
                 " starting with a letter or digit"
@@ -186,7 +186,7 @@ def ns_path(namespace: Namespace) -> str:
 
 def check_user_name(name: Any) -> str:
     """Validate a user name (same rules as a namespace segment)."""
-    if not isinstance(name, str) or not _SEGMENT.match(name):
+    if not isinstance(name, str) or not _SEGMENT.fullmatch(name):
         raise UserError(
             f"invalid user name {name!r}: use 1-64 letters, digits, '_', '.', '@' or '-',"
             " starting with a letter or digit"

@@ -89,7 +89,7 @@ def labels(values: Any) -> dict[str, str]:
         raise UserError("labels must be a mapping of names to values, e.g. {'type': 'fact'}")
     out: dict[str, str] = {}
     for key, value in values.items():
-        if not isinstance(key, str) or not _LABEL_KEY.match(key):
+        if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
             raise UserError(f"invalid label name {key!r}: use 1-64 letters, digits, '_', '.' or '-'")
         if not isinstance(value, str) or len(value) > 256:
             raise UserError(f"label {key!r} must be a string of at most 256 characters")

@@ -538,15 +538,18 @@ class Session:
         level: Level | str | Sequence[Level | str] | None = None,
         statuses: Sequence[Status | str] = (Status.active,),
         limit: int | None = None,
+        order: str = "created",
     ) -> list[MemCube]:
-        """Cubes under a namespace, oldest first."""
+        """Cubes under a namespace: oldest first ('created'), last changed first ('recent') or most used first."""
+        if order not in ("created", "recent", "used"):
+            raise UserError(f"unknown order {order!r}: use created, recent or used")
         ns = parse_namespace(namespace)
         flt = CubeFilter(
             prefixes=self.mos.governance.readable_prefixes(self.user, ns),
             levels=_levels(level),
             statuses=[inputs.enum_value(Status, s, "status").value for s in statuses],
         )
-        return self.mos.catalog.select(flt, limit=limit)
+        return self.mos.catalog.select(flt, limit=limit, order=order)
 
     def stats(self, namespace: Namespace | Sequence[str] | str | None = None) -> Stats:
         """Counts per kind, level and status for what this user can read."""

@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from memos.cube import Namespace
 from memos.errors import UserError
-from memos.llm.base import Completion
+from memos.llm.base import LLM, Completion
 from memos.scheduler import WorkingSet
 from memos.tiers.activation import SYSTEM_PROMPT
 
 if TYPE_CHECKING:
-    from memos.kernel import Session
+    from memos.kernel import MemOS, Session
+
+#: what `ask` says when no model is configured (one line: what to set)
+NO_LLM = "no LLM is configured: set MEMOS_LLM to hf:/path/to/model, vllm:http://HOST:PORT/v1#MODEL or openai:MODEL"
 
 
 @dataclass
@@ -54,23 +57,44 @@ def answer(
     """Build the working set, then ask the kernel's LLM with the block injected and the adapters active."""
     mos = session.mos
     if mos.llm is None:
-        raise UserError(
-            "no LLM is configured: set MEMOS_LLM to hf:/path/to/model, vllm:http://HOST:PORT/v1#MODEL or openai:MODEL"
-        )
+        raise UserError(NO_LLM)
     working = session.context(namespace, question, budget_tokens)
     messages = messages_for(working, question)
-    llm, adapters = mos.adapters.serve(mos.llm, working.adapters)
-    extra: dict[str, Any] = {}
-    # a block's KV was computed by the base model: with adapters on the attention projections the
-    # adapted model would compute other keys and values, so the prefix is prefilled instead
-    if working.activation is not None and working.activation.blob is not None and not adapters:
-        extra["kv"] = mos.activation.kv(working.activation)
-    completion = llm.complete(messages, max_tokens=max_tokens, temperature=temperature, **extra)
+    served = serving(mos, working)
+    completion = served.llm.complete(messages, max_tokens=max_tokens, temperature=temperature, **served.extra)
     cached = completion.usage.cached_tokens if completion.usage is not None else 0
     return Answer(
         text=completion.text,
         working_set=working,
         completion=completion,
         cached_tokens=cached,
-        adapters=adapters,
+        adapters=served.adapters,
     )
+
+
+@dataclass
+class Serving:
+    """The kernel's LLM set up for one working set: the model to call, its active adapters, and call extras."""
+
+    llm: LLM
+    #: names of the LoRA adapters the model answers through
+    adapters: list[str]
+    #: keyword arguments for `complete` / `stream`: the KV block to inject (`kv`), when one is usable
+    extra: dict[str, Any]
+
+
+def serving(mos: MemOS, working: WorkingSet) -> Serving:
+    """The kernel's LLM answering through the working set's adapters, with its KV block injected when usable.
+
+    The working set's block and adapters were chosen for the kernel's LLM (`mos.llm`), so only that
+    model may be served this way; UserError when none is configured.
+    """
+    if mos.llm is None:
+        raise UserError(NO_LLM)
+    llm, adapters = mos.adapters.serve(mos.llm, working.adapters)
+    extra: dict[str, Any] = {}
+    # a block's KV was computed by the base model: with adapters on the attention projections the
+    # adapted model would compute other keys and values, so the prefix is prefilled instead
+    if working.activation is not None and working.activation.blob is not None and not adapters:
+        extra["kv"] = mos.activation.kv(working.activation)
+    return Serving(llm=llm, adapters=adapters, extra=extra)

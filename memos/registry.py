@@ -336,7 +336,7 @@ class Registry:
         """Run one plugin's register hook for a kind, staging its registrations; the error on one line, if any."""
 
         def register(item_name: str, obj: Any) -> None:
-            if not isinstance(item_name, str) or not _NAME.match(item_name):
+            if not isinstance(item_name, str) or not _NAME.fullmatch(item_name):
                 raise UserError(
                     f"cannot register {item_name!r}: a name is letters, digits, '.', '_' or '-', "
                     "starting with a letter or digit"

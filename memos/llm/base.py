@@ -127,7 +127,7 @@ class ToolSchema(BaseModel):
     @field_validator("name", mode="before")
     @classmethod
     def _portable_name(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not _TOOL_NAME.match(value):
+        if not isinstance(value, str) or not _TOOL_NAME.fullmatch(value):
             raise UserError(f"tool name {value!r} must be 1-64 letters, digits, '_' or '-' (OpenAI's rule)", tool=value)
         return value
 

@@ -405,7 +405,7 @@ class VLLMChat(OpenAIChat):
 
 def _check_adapter_name(name: str) -> None:
     """UserError unless `name` is 1-64 letters, digits, '_' or '-'."""
-    if not isinstance(name, str) or not _ADAPTER_NAME.match(name):
+    if not isinstance(name, str) or not _ADAPTER_NAME.fullmatch(name):
         raise UserError(f"LoRA adapter name {name!r} must be 1-64 letters, digits, '_' or '-'", adapter=name)
 
 

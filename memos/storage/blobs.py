@@ -29,7 +29,7 @@ class BlobStore:
 
     def path(self, ref: str) -> Path:
         """Where a blob lives; UserError for a reference that is not one of ours."""
-        if not isinstance(ref, str) or not _REF.match(ref):
+        if not isinstance(ref, str) or not _REF.fullmatch(ref):
             raise UserError(f"{ref!r} is not a blob reference (activation/NAME or parametric/NAME)")
         return self.root / ref
 

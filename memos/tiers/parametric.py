@@ -305,7 +305,7 @@ class AdapterHost:
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UserError(f"bad adapter name {name!r}: use 1-64 letters, digits, '_' or '-'")
 
 
