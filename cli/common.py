@@ -203,5 +203,7 @@ def plural(count: int, noun: str) -> str:
 
 
 def one_line(message: str) -> str:
-    """A message folded onto one line."""
-    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    """A message folded onto one line, with any known secret (an API key) masked."""
+    from memos.log import redact
+
+    return redact(" ".join(part.strip() for part in str(message).splitlines() if part.strip()))

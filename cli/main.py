@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from memos.errors import MemosError
 
-from . import chat, context, cube, memory, plugins, tiers, train, users
+from . import chat, context, cube, doctor, memory, plugins, tiers, train, users
 from .common import Globals, one_line
 
 
@@ -79,6 +79,7 @@ tiers.register(app)
 train.register(app)
 plugins.register(app)
 chat.register(app)
+doctor.register(app)
 
 
 def run() -> None:

@@ -162,7 +162,7 @@ def ingest(
         mos = session.mos
         limit = mos.settings.max_text_chars
         mos.governance.require(session.user, target, Right.write)
-        found = reader.scan(file, fmt, max_text_chars=limit)
+        found = reader.scan(file, fmt, max_text_chars=limit, max_bytes=mos.settings.max_ingest_bytes)
         if found.num_turns == 0:
             raise UserError(f"{file} holds no conversation turns")
         targets = [target + (suffix or ()) for suffix in found.suffixes]
@@ -185,12 +185,16 @@ def ingest(
             summary = None
             if chosen is not None:
                 summary = reader.PolicySummary(policy=chosen.name)
-                observed = reader.iter_observations(file, found.format, max_text_chars=limit)
+                observed = reader.iter_observations(
+                    file, found.format, max_text_chars=limit, max_bytes=mos.settings.max_ingest_bytes
+                )
                 for suffix, group in itertools.groupby(observed, key=lambda item: item[0]):
                     turns = _advancing((item for _, item in group), lambda: progress.advance(task))
                     summary.add(reader.ingest_with_policy(session, target + (suffix or ()), turns, chosen))
             else:
-                items = reader.iter_requests(file, found.format, max_text_chars=limit)
+                items = reader.iter_requests(
+                    file, found.format, max_text_chars=limit, max_bytes=mos.settings.max_ingest_bytes
+                )
                 for suffix, requests in reader.batched(items, batch):
                     ns = target + (suffix or ())
                     fresh = requests if again else _not_yet_stored(mos, ns, requests)

@@ -44,6 +44,8 @@ MEMBERS = (MANIFEST, *DATA_FILES)
 #: upper bounds on what an import reads into memory, per member
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_DATA_BYTES = 1 << 30
+#: the default bound on an archive file and on all it decompresses to (the `max_archive_bytes` setting)
+MAX_ARCHIVE_BYTES = 2 << 30
 ALL_STATUSES = tuple(s.value for s in Status)
 _SYNC_BATCH = 256
 
@@ -203,7 +205,7 @@ def import_archive(session: Session, path: Path, into: Namespace | None) -> dict
     """Load an archive made by export_namespace in one transaction (a copy with new ids under `into`)."""
     mos = session.mos
     path = Path(path)
-    contents = _read_archive(path, mos.settings.max_text_chars)
+    contents = _read_archive(path, mos.settings.max_text_chars, mos.settings.max_archive_bytes)
     source_ns = contents.namespace
     target_ns = into if into is not None else source_ns
     id_map = {c.id: (new_id() if into is not None else c.id) for c in contents.cubes}
@@ -344,13 +346,23 @@ def _sync(session: Session, ids: Sequence[str]) -> bool:
 # ---- reading and validating an archive ---------------------------------------------------------
 
 
-def _read_archive(path: Path, max_text_chars: int) -> _Contents:
-    """Read and check everything in an archive before anything is written; raise UserError on any fault."""
-    if not path.exists():
-        raise UserError(f"no archive at {path}: check the path")
-    if not path.is_file():
-        raise UserError(f"{path} is not a file: give the path of an archive made by `memos export`")
-    digest, members = _members(path)
+def _read_archive(path: Path, max_text_chars: int, max_bytes: int = MAX_ARCHIVE_BYTES) -> _Contents:
+    """Read and check everything in an archive before anything is written; raise UserError on any fault.
+
+    Nothing is ever extracted to disk. The file over `max_bytes` is refused before it is read, and
+    reading stops as soon as it has decompressed to more than `max_bytes`.
+    """
+    try:
+        if not path.exists():
+            raise UserError(f"no archive at {path}: check the path")
+        if not path.is_file():
+            raise UserError(f"{path} is not a file: give the path of an archive made by `memos export`")
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UserError(f"cannot read the archive {path}: {exc.strerror or exc}") from None
+    if size > max_bytes:
+        raise _too_large(path, size, max_bytes)
+    digest, members = _members(path, max_bytes)
     manifest = _manifest(path, members[MANIFEST])
     for name in DATA_FILES:
         want = manifest["files"][name]
@@ -390,7 +402,34 @@ def _read_archive(path: Path, max_text_chars: int) -> _Contents:
     return contents
 
 
-def _members(path: Path) -> tuple[str, dict[str, bytes]]:
+def _too_large(path: Path, size: int | str, limit: int) -> UserError:
+    return UserError(
+        f"archive {path} is {size} bytes, over this home's limit of {limit}: "
+        "raise MEMOS_MAX_ARCHIVE_BYTES to import it, or export smaller namespaces"
+    )
+
+
+class _Bounded(io.RawIOBase):
+    """A read-only stream that raises UserError once more than `limit` bytes have come out of it."""
+
+    def __init__(self, raw: gzip.GzipFile, limit: int, path: Path) -> None:
+        super().__init__()
+        self._raw, self._limit, self._path, self._total = raw, limit, path, 0
+
+    def readable(self) -> bool:
+        """Always readable."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Read from the wrapped stream, counting; refuse to go past the limit."""
+        count = self._raw.readinto(buffer)
+        self._total += count
+        if self._total > self._limit:
+            raise _too_large(self._path, f"more than {self._limit} decompressed", self._limit)
+        return count
+
+
+def _members(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES) -> tuple[str, dict[str, bytes]]:
     """The archive file's sha256 and its three members, refusing anything unsafe or unexpected."""
     found: dict[str, bytes] = {}
     try:
@@ -401,7 +440,9 @@ def _members(path: Path) -> tuple[str, dict[str, bytes]]:
         with fh:
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
             fh.seek(0)
-            with tarfile.open(fileobj=fh, mode="r:gz") as tar:
+            # a stream read ("r|"), so tar headers that declare huge sizes (pax, long names) are bounded too
+            stream = _Bounded(gzip.GzipFile(fileobj=fh, mode="rb"), max_bytes, path)
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     _check_member(path, member, found)
                     handle = tar.extractfile(member)
@@ -435,6 +476,8 @@ def _check_member(path: Path, member: tarfile.TarInfo, found: dict[str, bytes]) 
         reason = "is a link"
     elif member.isdev():
         reason = "is a device or pipe"
+    elif member.issparse():
+        reason = "is a sparse file"
     elif not member.isreg():
         reason = "is not a regular file"
     elif name not in MEMBERS:
@@ -451,7 +494,7 @@ def _check_member(path: Path, member: tarfile.TarInfo, found: dict[str, bytes]) 
 def _manifest(path: Path, data: bytes) -> dict[str, Any]:
     try:
         manifest = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise UserError(f"archive {path}: {MANIFEST} is not valid JSON; the archive is damaged") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"archive {path} is not a memos export ({MANIFEST} lacks format {FORMAT!r})")

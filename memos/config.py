@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,8 +16,11 @@ from pydantic_settings import (
 )
 
 from memos.errors import UserError, first_problem
+from memos.log import register_secret
 
 CONFIG_FILE = "memos.toml"
+#: the largest memos.toml a home may have; a bigger one is refused before it is read
+MAX_CONFIG_BYTES = 1 << 20
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("memos_toml_path", default=None)
 
 
@@ -49,11 +52,16 @@ class Settings(BaseSettings):
     #: a cube joins the activation block after it was used in this many working sets
     activation_min_uses: int = Field(default=3, ge=1)
     openai_base_url: str | None = None
-    openai_api_key: str | None = None
+    #: a secret: kept as SecretStr, so reprs, dumps and errors show "**********"; read it with `secret()`
+    openai_api_key: SecretStr | None = None
     openai_timeout_s: float = Field(default=60.0, gt=0)
     openai_max_retries: int = Field(default=2, ge=0, le=10)
     #: the longest text a single cube may hold, in characters
     max_text_chars: int = Field(default=20_000, ge=1)
+    #: the largest conversation file `memos ingest` reads, in bytes (refused before it is read)
+    max_ingest_bytes: int = Field(default=256 << 20, ge=1)
+    #: the largest archive `memos import` reads, in bytes: the file, and everything it decompresses to
+    max_archive_bytes: int = Field(default=2 << 30, ge=1)
     #: paging constants: a preset ("paper" or "reference-code", see memos/paging.py) ...
     paging_preset: str = "paper"
     #: ... with single constants overridden, e.g. {"theta": 0.5} (MEMOS_PAGING='{"theta": 0.5}', or a
@@ -82,6 +90,18 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 
+    def model_post_init(self, context: Any, /) -> None:
+        """Register every secret setting with the log scrubber, so no log line or error shows it."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                register_secret(value.get_secret_value())
+
+    def secret(self, name: str) -> str | None:
+        """The clear value of a secret setting (e.g. "openai_api_key"), for handing to a client only."""
+        value = getattr(self, name)
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+
     @property
     def catalog(self) -> str:
         """The catalog URL actually used."""
@@ -96,15 +116,41 @@ class Settings(BaseSettings):
         resolved = Path(raw_home).expanduser().resolve()
         toml_file = resolved / CONFIG_FILE
         if toml_file.is_file():
-            try:
-                tomllib.loads(toml_file.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise UserError(f"{toml_file} is not valid TOML ({exc}); fix or delete it") from exc
+            check_config_file(toml_file)
         token = _toml_path.set(toml_file)
         try:
             return cls(**{**overrides, "home": resolved})
         except ValidationError as exc:
-            where, problem = first_problem(exc, "settings")
+            where, problem = (_one_line(part) for part in first_problem(exc, "settings"))
             raise UserError(f"bad setting {where}: {problem} (check MEMOS_{where.upper()} or {toml_file})") from exc
         finally:
             _toml_path.reset(token)
+
+
+def check_config_file(path: Path) -> dict[str, Any]:
+    """The parsed memos.toml, or one UserError line: too large (checked before reading), not UTF-8, not TOML."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise UserError(f"{path} is {size} bytes, over the limit of {MAX_CONFIG_BYTES} for a settings file")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UserError(f"{path} grew over the limit of {MAX_CONFIG_BYTES} bytes for a settings file")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}); fix or delete it") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML ({_one_line(str(exc))}); fix or delete it") from None
+    except (ValueError, RecursionError) as exc:
+        # tomllib lets int()'s digit limit and deep nesting through as other errors
+        why = "nested too deeply" if isinstance(exc, RecursionError) else "a number has too many digits"
+        raise UserError(f"{path} is not valid TOML ({why}); fix or delete it") from None
+
+
+def _one_line(text: str) -> str:
+    """Text with newlines and other control characters escaped, so that an error stays on one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from memos.errors import BackendError, UserError
+from memos.log import redact
 
 if TYPE_CHECKING:
     from memos.config import Settings
@@ -190,8 +191,9 @@ class OpenAIEmbedder:
                 response = self._client.embeddings.create(model=self.model, input=batch)
             except openai.APIError as exc:
                 where = self._client.base_url
+                problem = redact(str(exc))
                 raise BackendError(
-                    f"the embedding endpoint at {where} failed for model {self.model}: {exc}", url=str(where)
+                    f"the embedding endpoint at {where} failed for model {self.model}: {problem}", url=str(where)
                 ) from exc
             ordered = sorted(response.data, key=lambda item: item.index)
             rows.extend(item.embedding for item in ordered)
@@ -218,7 +220,7 @@ def make_embedder(settings: Settings) -> Embedder:
         return OpenAIEmbedder(
             arg,
             base_url=settings.openai_base_url,
-            api_key=settings.openai_api_key,
+            api_key=settings.secret("openai_api_key"),
             timeout_s=settings.openai_timeout_s,
             max_retries=settings.openai_max_retries,
         )

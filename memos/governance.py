@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from memos.clock import Clock
 from memos.cube import MemCube, Namespace, Right, check_user_name, ns_path
 from memos.errors import NotFound, PermissionDenied, UserError
+from memos.log import get_logger
 from memos.storage.catalog import Catalog
+
+log = get_logger("governance")
+#: the audit action of a refused attempt; its detail names what was attempted ("read", "write", "share", ...)
+DENIED = "denied"
+
+
+class CubeHidden(NotFound, PermissionDenied):
+    """A cube the user may not even read: refused with the very message a missing id gets, so ids leak nothing."""
 
 
 def _covers(grant_ns: str, ns: str) -> bool:
@@ -72,9 +84,48 @@ class Governance:
                     held.add(Right.read)
         return held
 
-    def require(self, user: str, ns: Namespace, right: Right, conn: Connection | None = None) -> None:
-        """Raise PermissionDenied unless the user holds the right on the namespace."""
+    def deny(
+        self,
+        user: str,
+        attempted: str,
+        *,
+        ns: str | None = None,
+        cube_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        conn: Connection | None = None,
+    ) -> None:
+        """Audit a refused attempt (action "denied"); writes nothing else and never raises.
+
+        Without `conn` the entry is committed on its own, so it stays although the refused call fails.
+        """
+        entry = {"attempted": attempted, **dict(detail or {})}
+        try:
+            if conn is not None:
+                self.catalog.audit(
+                    conn, at=self.clock.now(), actor=user, action=DENIED, cube_id=cube_id, ns=ns, detail=entry
+                )
+                return
+            with self.catalog.tx() as own:
+                self.catalog.audit(
+                    own, at=self.clock.now(), actor=user, action=DENIED, cube_id=cube_id, ns=ns, detail=entry
+                )
+        except Exception as exc:
+            # the refusal itself must still reach the caller: a failing audit write is logged, not raised
+            log.warning("a refused attempt could not be audited", user=user, attempted=attempted, error=str(exc))
+
+    def require(
+        self,
+        user: str,
+        ns: Namespace,
+        right: Right,
+        conn: Connection | None = None,
+        *,
+        action: str | None = None,
+    ) -> None:
+        """Raise PermissionDenied (audited as "denied") unless the user holds the right on the namespace."""
         if right not in self.rights(user, ns, conn):
+            extra = {"call": action} if action else None
+            self.deny(user, right.value, ns=ns_path(ns), detail=extra, conn=conn)
             raise PermissionDenied(
                 f"{user} may not {right.value} {ns_path(ns)}: ask its owner to run "
                 f"`memos share {ns_path(ns)} {user} --right {right.value}`",
@@ -83,12 +134,31 @@ class Governance:
                 right=right.value,
             )
 
-    def require_cube(self, user: str, cube: MemCube, right: Right) -> None:
-        """Namespace rights, or the cube's own ACL, must allow the access."""
+    def require_cube(self, user: str, cube: MemCube, right: Right, *, action: str | None = None) -> None:
+        """Namespace rights, or the cube's own ACL, must allow the access; refusals are audited.
+
+        A user who may not even read the cube gets CubeHidden, worded as for an id that does not exist
+        ("no cube with id ..."), so guessing ids reveals nothing; one who may read it but not write it
+        gets the usual PermissionDenied naming the namespace.
+        """
         acl = cube.header.acl
         if user == acl.owner or user in acl.writers or (right == Right.read and user in acl.readers):
             return
-        self.require(user, cube.namespace, right)
+        held = self.rights(user, cube.namespace)
+        if right in held:
+            return
+        extra = {"call": action} if action else None
+        if Right.read not in held and user not in acl.readers:
+            self.deny(user, right.value, ns=ns_path(cube.namespace), cube_id=cube.id, detail=extra)
+            raise CubeHidden(f"no cube with id {cube.id}", cube_id=cube.id)
+        self.deny(user, right.value, ns=ns_path(cube.namespace), cube_id=cube.id, detail=extra)
+        raise PermissionDenied(
+            f"{user} may not {right.value} {ns_path(cube.namespace)}: ask its owner to run "
+            f"`memos share {ns_path(cube.namespace)} {user} --right {right.value}`",
+            user=user,
+            namespace=ns_path(cube.namespace),
+            right=right.value,
+        )
 
     def claim(self, conn: Connection, user: str, ns: Namespace) -> str:
         """Inside a write's transaction: make sure the root has an owner and return it."""
@@ -98,14 +168,14 @@ class Governance:
             owner = user
         return owner
 
-    def readable_prefixes(self, user: str, ns: Namespace) -> list[str]:
+    def readable_prefixes(self, user: str, ns: Namespace, *, action: str | None = None) -> list[str]:
         """Namespace paths at or under `ns` the user may read; PermissionDenied when there are none."""
         if Right.read in self.rights(user, ns):
             return [ns_path(ns)]
         path = ns_path(ns)
         below = sorted({g for g, _ in self.catalog.grants_for(user) if g.startswith(path + "/")})
         if not below:
-            self.require(user, ns, Right.read)
+            self.require(user, ns, Right.read, action=action)
         return below
 
     def visible_prefixes(self, user: str) -> list[str]:
@@ -120,7 +190,7 @@ class Governance:
 
     def share(self, owner: str, ns: Namespace, grantee: str, right: Right) -> None:
         """Grant a right on a namespace; only the root's owner may."""
-        self._require_owner(owner, ns)
+        self._require_owner(owner, ns, "share")
         self.require_user(grantee)
         if grantee == owner:
             raise UserError(f"{owner} already owns {ns_path(ns)}; share it with another user")
@@ -138,18 +208,19 @@ class Governance:
 
     def revoke(self, owner: str, ns: Namespace, grantee: str) -> None:
         """Withdraw a user's grant on a namespace path."""
-        self._require_owner(owner, ns)
+        self._require_owner(owner, ns, "revoke")
         now = self.clock.now()
         with self.catalog.tx() as conn:
             if self.catalog.delete_grant(conn, ns_path(ns), grantee) == 0:
                 raise NotFound(f"{grantee} holds no grant on {ns_path(ns)}")
             self.catalog.audit(conn, at=now, actor=owner, action="revoke", ns=ns_path(ns), detail={"from": grantee})
 
-    def _require_owner(self, user: str, ns: Namespace) -> None:
+    def _require_owner(self, user: str, ns: Namespace, attempted: str) -> None:
         owner = self.catalog.root_owner(ns[0])
         if owner is None:
             raise NotFound(f"namespace root {ns[0]!r} has no owner yet: write to it first")
         if owner != user:
+            self.deny(user, attempted, ns=ns_path(ns))
             raise PermissionDenied(
                 f"only {owner} (the owner of {ns[0]!r}) may share or revoke under it",
                 user=user,

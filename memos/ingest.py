@@ -60,7 +60,15 @@ _MONTHS = {
     )
     for name in (full, full[:3])
 }
-_SESSION_KEY = re.compile(r"^session_(\d+)$")
+_SESSION_KEY = re.compile(r"session_(\d+)")
+#: a LoCoMo session number is at most this many digits
+_MAX_SESSION_DIGITS = 6
+#: the largest conversation file read, in bytes (checked before reading; the `max_ingest_bytes` setting)
+MAX_INGEST_BYTES = 256 << 20
+#: how much of a bad value an error message quotes
+_QUOTE_CHARS = 60
+#: the longest id (session, turn, sample) a file may give
+MAX_ID_CHARS = 256
 #: provenance fields of a turn an Observation carries in its metadata
 _OBSERVED = ("session_id", "turn_id", "external_id")
 #: how many operation errors a PolicySummary keeps
@@ -126,20 +134,22 @@ def parse_locomo_date(text: str) -> datetime:
     match = _LOCOMO_DATE.match(text) if isinstance(text, str) else None
     month = _MONTHS.get(match.group(5).lower()) if match else None
     if match is None or month is None:
-        raise UserError(f"{text!r} is not a LoCoMo date like '1:56 pm on 8 May, 2023'")
+        raise UserError(f"{_quote(text)} is not a LoCoMo date like '1:56 pm on 8 May, 2023'")
     hour, minute, half, day, _, year = match.groups()
     if not 1 <= int(hour) <= 12:
-        raise UserError(f"{text!r} has hour {hour}; LoCoMo dates use a 12-hour clock (1-12 am/pm)")
+        raise UserError(f"{_quote(text)} has hour {hour}; LoCoMo dates use a 12-hour clock (1-12 am/pm)")
     hour24 = int(hour) % 12 + (12 if half.lower() == "p" else 0)
     try:
         return datetime(int(year), month, int(day), hour24, int(minute), tzinfo=UTC)
     except ValueError as exc:
-        raise UserError(f"{text!r} is not a real date ({exc})") from None
+        raise UserError(f"{_quote(text)} is not a real date ({exc})") from None
 
 
-def iter_requests(path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None) -> Iterator[Item]:
+def iter_requests(
+    path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None, max_bytes: int | None = None
+) -> Iterator[Item]:
     """Yield (namespace suffix, WriteRequest) per turn, in file order; UserError at the first bad turn."""
-    for turn in _turns(Path(path), check_format(fmt), max_text_chars)[1]:
+    for turn in _turns(Path(path), check_format(fmt), max_text_chars, max_bytes)[1]:
         yield turn.suffix, turn.request
 
 
@@ -160,15 +170,25 @@ def batched(items: Iterable[Item], size: int) -> Iterator[tuple[Suffix, list[Wri
 
 
 def iter_batches(
-    path: str | Path, fmt: str = "auto", *, size: int = 64, max_text_chars: int | None = None
+    path: str | Path,
+    fmt: str = "auto",
+    *,
+    size: int = 64,
+    max_text_chars: int | None = None,
+    max_bytes: int | None = None,
 ) -> Iterator[tuple[Suffix, list[WriteRequest]]]:
     """Yield (namespace suffix, requests) batches of at most `size` turns from a conversation file."""
-    return batched(iter_requests(path, fmt, max_text_chars=max_text_chars), size)
+    return batched(iter_requests(path, fmt, max_text_chars=max_text_chars, max_bytes=max_bytes), size)
 
 
-def scan(path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None) -> Scan:
-    """Read and check the whole file without keeping it; UserError at the first problem."""
-    resolved, turns = _turns(Path(path), check_format(fmt), max_text_chars)
+def scan(
+    path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None, max_bytes: int | None = None
+) -> Scan:
+    """Read and check the whole file without keeping it; UserError at the first problem.
+
+    A file over `max_bytes` (None: MAX_INGEST_BYTES) is refused before it is read.
+    """
+    resolved, turns = _turns(Path(path), check_format(fmt), max_text_chars, max_bytes)
     result = Scan(format=resolved)
     sessions: set[tuple[Suffix, str | None]] = set()
     for turn in turns:
@@ -180,14 +200,16 @@ def scan(path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = No
     return result
 
 
-def count_turns(path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None) -> int:
+def count_turns(
+    path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None, max_bytes: int | None = None
+) -> int:
     """How many turns (WriteRequests) the file holds, validating all of it."""
-    return scan(path, fmt, max_text_chars=max_text_chars).num_turns
+    return scan(path, fmt, max_text_chars=max_text_chars, max_bytes=max_bytes).num_turns
 
 
-def detect_format(path: str | Path, fmt: str = "auto") -> str:
+def detect_format(path: str | Path, fmt: str = "auto", *, max_bytes: int | None = None) -> str:
     """The format `auto` resolves to for this file (json, jsonl or locomo)."""
-    return _turns(Path(path), check_format(fmt), None)[0]
+    return _turns(Path(path), check_format(fmt), None, max_bytes)[0]
 
 
 # ---- through a memory policy -----------------------------------------------------------------
@@ -204,11 +226,11 @@ def observation(request: WriteRequest, index: int) -> Observation:
 
 
 def iter_observations(
-    path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None
+    path: str | Path, fmt: str = "auto", *, max_text_chars: int | None = None, max_bytes: int | None = None
 ) -> Iterator[tuple[Suffix, Observation]]:
     """Yield (namespace suffix, Observation) per turn, in file order; the index counts turns per suffix."""
     counters: dict[Suffix, int] = {}
-    for suffix, request in iter_requests(path, fmt, max_text_chars=max_text_chars):
+    for suffix, request in iter_requests(path, fmt, max_text_chars=max_text_chars, max_bytes=max_bytes):
         index = counters.get(suffix, 0)
         counters[suffix] = index + 1
         yield suffix, observation(request, index)
@@ -256,36 +278,74 @@ def ingest_with_policy(
 # ---- reading ---------------------------------------------------------------------------------
 
 
-def _turns(path: Path, fmt: str, max_text_chars: int | None) -> tuple[str, Iterator[_Turn]]:
+def _turns(path: Path, fmt: str, max_text_chars: int | None, max_bytes: int | None) -> tuple[str, Iterator[_Turn]]:
     """Resolve the format (reading the JSON document if needed) and return a turn generator."""
-    _check_file(path)
+    limit = _byte_limit(max_bytes)
+    _check_file(path, limit)
     if fmt == "jsonl" or (fmt == "auto" and path.suffix.lower() in JSONL_SUFFIXES):
-        return "jsonl", _checked(_from_jsonl(path), max_text_chars)
-    doc = _load_json(path)
+        return "jsonl", _checked(_from_jsonl(path, limit), max_text_chars)
+    doc = _load_json(path, limit)
     if fmt == "auto":
         fmt = _sniff(doc, path)
     turns = _from_locomo(doc, path) if fmt == "locomo" else _from_json(doc, path)
     return fmt, _checked(turns, max_text_chars)
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise UserError(f"no such file: {path}")
-    if not path.is_file():
-        raise UserError(f"{path} is not a file")
+def _byte_limit(max_bytes: int | None) -> int:
+    if max_bytes is None:
+        return MAX_INGEST_BYTES
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise UserError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
+    return max_bytes
 
 
-def _load_json(path: Path) -> Any:
+def _too_large(path: Path, size: int | str, limit: int) -> UserError:
+    return UserError(
+        f"{path} is {size} bytes, over the limit of {limit} bytes for a conversation file: "
+        "split it, or raise MEMOS_MAX_INGEST_BYTES"
+    )
+
+
+def _check_file(path: Path, limit: int) -> None:
+    """The file exists, is a regular file, and is within the size limit (checked before anything is read)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if not path.exists():
+            raise UserError(f"no such file: {path}")
+        if not path.is_file():
+            raise UserError(f"{path} is not a file")
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if size > limit:
+        raise _too_large(path, size, limit)
+
+
+def _load_json(path: Path, limit: int) -> Any:
+    try:
+        with path.open("rb") as handle:
+            # never more than the limit, even if the file grew after its size was checked
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise _too_large(path, f"more than {limit}", limit)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path} is not UTF-8 text (bad byte at offset {exc.start})") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{path} is not valid JSON: {_json_problem(exc)}") from None
+
+
+def _json_problem(exc: ValueError | RecursionError) -> str:
+    """Why json.loads refused text it did not call malformed: too deep, or a number of too many digits."""
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply"
+    return "a number has too many digits" if "digits" in str(exc) else " ".join(str(exc).split())
 
 
 def _sniff(doc: Any, path: Path) -> str:
@@ -313,11 +373,18 @@ def _checked(turns: Iterator[_Turn], max_text_chars: int | None) -> Iterator[_Tu
         yield turn
 
 
-def _from_jsonl(path: Path) -> Iterator[_Turn]:
+def _from_jsonl(path: Path, limit: int) -> Iterator[_Turn]:
     counters: dict[str | None, int] = {}
+    # a character is at least one byte: more characters than the limit means more bytes too
+    budget = limit
     try:
         with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
+            number = 0
+            while line := handle.readline(budget + 1):
+                number += 1
+                budget -= len(line)
+                if budget < 0:
+                    raise _too_large(path, f"more than {limit}", limit)
                 if not line.strip():
                     continue
                 where = f"{path} line {number}"
@@ -325,9 +392,13 @@ def _from_jsonl(path: Path) -> Iterator[_Turn]:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{where} is not valid JSON: {exc.msg} at column {exc.colno}") from None
+                except (ValueError, RecursionError) as exc:
+                    raise UserError(f"{where} is not valid JSON: {_json_problem(exc)}") from None
                 yield _message(obj, where, counters, session=None, event_time=None)
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text (bad byte at offset {exc.start})") from None
+        raise UserError(f"{path} is not UTF-8 text (bad byte near offset {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _from_json(doc: Any, path: Path) -> Iterator[_Turn]:
@@ -393,7 +464,7 @@ def _from_locomo(doc: Any, path: Path) -> Iterator[_Turn]:
 
 
 def _locomo_sessions(conversation: Mapping[str, Any], where: str, suffix: Suffix) -> Iterator[_Turn]:
-    numbers = sorted(int(m.group(1)) for key in conversation if (m := _SESSION_KEY.match(str(key))))
+    numbers = sorted(_session_number(key, where) for key in conversation if _SESSION_KEY.fullmatch(str(key)))
     for number in numbers:
         session_id = f"session_{number}"
         here = f"{where} {session_id}"
@@ -419,6 +490,14 @@ def _locomo_sessions(conversation: Mapping[str, Any], where: str, suffix: Suffix
             body = _required_text(obj, ("text",), turn_where)
             request = _request(speaker, body, _caption(obj, turn_where), date, session_id, dia_id, dia_id)
             yield _Turn(suffix, turn_where, session_id, request)
+
+
+def _session_number(key: str, where: str) -> int:
+    """The number of a LoCoMo session key; UserError for a key that only looks like one (session_01, session_٣)."""
+    digits = _SESSION_KEY.fullmatch(key).group(1)  # type: ignore[union-attr]
+    if not digits.isascii() or len(digits) > _MAX_SESSION_DIGITS or str(int(digits)) != digits:
+        raise UserError(f"{where}: {_quote(key)} is not a LoCoMo session key: name them session_1, session_2, ...")
+    return int(digits)
 
 
 def _message(
@@ -472,9 +551,7 @@ def _required_text(obj: Mapping[str, Any], names: tuple[str, ...], where: str) -
     if name is None:
         spelled = " (or ".join(repr(n) for n in names) + ")" * (len(names) - 1)
         raise UserError(f"{where}: missing field {spelled}")
-    value = obj[name]
-    if not isinstance(value, str):
-        raise UserError(f"{where}: {name!r} must be a string, not {_kind(value)}")
+    value = _unicode(obj[name], where, name)
     if not value.strip():
         raise UserError(f"{where}: {name!r} is empty")
     return value.strip() if name in ("speaker", "role") else value
@@ -484,9 +561,7 @@ def _caption(obj: Mapping[str, Any], where: str) -> str | None:
     caption = obj.get("blip_caption")
     if caption is None:
         return None
-    if not isinstance(caption, str):
-        raise UserError(f"{where}: 'blip_caption' must be a string, not {_kind(caption)}")
-    return caption.strip() or None
+    return _unicode(caption, where, "blip_caption").strip() or None
 
 
 def _ident(value: Any, where: str, name: str) -> str | None:
@@ -495,8 +570,29 @@ def _ident(value: Any, where: str, name: str) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise UserError(f"{where}: {name!r} must be a string, not {_kind(value)}")
-    text = str(value).strip()
+    text = (_unicode(value, where, name) if isinstance(value, str) else str(value)).strip()
+    if len(text) > MAX_ID_CHARS:
+        raise UserError(f"{where}: {name!r} is {len(text)} characters, over the limit of {MAX_ID_CHARS} for an id")
     return text or None
+
+
+def _unicode(value: Any, where: str, name: str) -> str:
+    """A string that can be stored: JSON's \\ud800-style escapes can make lone surrogates, which cannot."""
+    if not isinstance(value, str):
+        raise UserError(f"{where}: {name!r} must be a string, not {_kind(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UserError(
+            f"{where}: {name!r} holds a lone surrogate (\\u{ord(value[exc.start]):04x}), not valid Unicode"
+        ) from None
+    return value
+
+
+def _quote(value: str) -> str:
+    """A value for an error message: its repr, cut short."""
+    shown = repr(value)
+    return shown if len(shown) <= _QUOTE_CHARS else shown[: _QUOTE_CHARS - 3] + "..."
 
 
 def _when(value: Any, where: str, name: str) -> datetime | None:

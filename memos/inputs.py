@@ -45,15 +45,20 @@ def when(value: Any, what: str) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
+        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
         try:
             value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise UserError(f"{what} {value!r} is not an ISO-8601 date or time, e.g. 2023-05-08T13:56") from None
+            raise UserError(f"{what} {shown} is not an ISO-8601 date or time, e.g. 2023-05-08T13:56") from None
     if not isinstance(value, datetime):
         raise UserError(f"{what} must be a datetime or ISO-8601 string, not {type(value).__name__}")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00+01:00 is a moment before the first one a datetime can hold in UTC
+        raise UserError(f"{what} {value.isoformat()} is out of range: in UTC it falls outside years 1-9999") from None
 
 
 def duration(value: Any, what: str = "ttl") -> timedelta | None:

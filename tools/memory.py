@@ -24,6 +24,7 @@ from memos.errors import MemosError, UserError
 from memos.hooks import Register, hookimpl
 from memos.inputs import enum_value
 from memos.llm.base import Message, ToolCall, ToolSchema
+from memos.log import redact
 
 if TYPE_CHECKING:
     from memos.kernel import Session
@@ -257,7 +258,7 @@ class MemoryTools:
         return [self.run(call) for call in calls]
 
     def _error(self, call: ToolCall, args: dict[str, Any], message: str) -> ToolResult:
-        data = {"error": f"{call.name or 'tool call'} failed: {message}"}
+        data = {"error": redact(f"{call.name or 'tool call'} failed: {message}")}
         return ToolResult(call.id, call.name, False, _dump(data), args, data)
 
     def _dispatch(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -276,6 +277,7 @@ class MemoryTools:
             spaces = [ns for ns in self.readable if ns_path(ns) == wanted]
             if not spaces:
                 readable = ", ".join(ns_path(ns) for ns in self.readable)
+                self._deny("read", wanted)
                 raise _Refused(f"namespace {namespace!r} is not one you may search; use one of {readable}")
         hits: dict[str, Hit] = {}
         for ns in spaces:
@@ -301,8 +303,15 @@ class MemoryTools:
         path = ns_path(cube.namespace)
         if not _under(path, [ns_path(ns) for ns in self.writable]):
             allowed = ", ".join(ns_path(ns) for ns in self.writable)
+            self._deny("write", path, cube.id)
             raise _Refused(f"memory {cube.id} is in {path}, outside the namespaces you may change ({allowed})")
         return cube.id
+
+    def _deny(self, attempted: str, namespace: str, cube_id: str | None = None) -> None:
+        """Audit a call refused for reaching outside the namespaces these tools are bound to."""
+        self.session.mos.governance.deny(
+            self.session.user, attempted, ns=namespace[:512] or None, cube_id=cube_id, detail={"by": "memory-tools"}
+        )
 
     def _update(self, cube_id: str, text: str) -> dict[str, Any]:
         cube = self.session.update(self._changeable(cube_id), text)

@@ -61,7 +61,7 @@ def make_llm(settings: Settings) -> LLM | None:
         return OpenAIChat(
             arg.strip(),
             base_url=settings.openai_base_url,
-            api_key=settings.openai_api_key,
+            api_key=settings.secret("openai_api_key"),
             timeout_s=settings.openai_timeout_s,
             max_retries=settings.openai_max_retries,
         )
@@ -83,7 +83,7 @@ def make_llm(settings: Settings) -> LLM | None:
         return VLLMChat(
             model,
             base_url=base_url,
-            api_key=settings.openai_api_key,
+            api_key=settings.secret("openai_api_key"),
             timeout_s=settings.openai_timeout_s,
             max_retries=settings.openai_max_retries,
         )

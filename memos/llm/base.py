@@ -18,6 +18,16 @@ ROLES: tuple[str, ...] = get_args(Role)
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def json_problem(exc: ValueError | RecursionError) -> str:
+    """What is wrong with JSON text that json.loads refused, in one line."""
+    if isinstance(exc, json.JSONDecodeError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply"
+    # int() refuses numbers of more than 4300 digits; other ValueErrors name the bad value
+    return "a number has too many digits" if "digits" in str(exc) else " ".join(str(exc).split())
+
+
 class ToolCall(BaseModel):
     """One function call the model asked for; `error` is set when its arguments did not parse."""
 
@@ -52,8 +62,10 @@ class ToolCall(BaseModel):
             return cls(id=call_id, name=name, arguments={}, raw_arguments=raw or "{}")
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            return cls(id=call_id, name=name, raw_arguments=raw, error=f"arguments are not valid JSON: {exc}")
+        except (ValueError, RecursionError) as exc:
+            return cls(
+                id=call_id, name=name, raw_arguments=raw, error=f"arguments are not valid JSON: {json_problem(exc)}"
+            )
         if not isinstance(value, dict):
             return cls(
                 id=call_id,

@@ -20,6 +20,7 @@ from memos.llm.base import (
     validate_sampling,
     validate_tools,
 )
+from memos.log import redact, register_secret
 
 if TYPE_CHECKING:
     import openai
@@ -36,6 +37,7 @@ def make_client(base_url: str | None, api_key: str | None, timeout_s: float, max
     if max_retries < 0:
         raise UserError(f"max_retries must be >= 0, got {max_retries}")
     key = api_key or os.environ.get("OPENAI_API_KEY")
+    register_secret(key)
     if not key:
         if base_url is None:
             raise UserError(
@@ -113,7 +115,7 @@ class OpenAIChat(LLM):
         if isinstance(exc, openai.APIConnectionError):
             return BackendError(
                 f"could not connect to {where} for model {self.model!r} (after {self.max_retries} retries): "
-                f"{exc}; is it running? check MEMOS_OPENAI_BASE_URL",
+                f"{redact(str(exc))}; is it running? check MEMOS_OPENAI_BASE_URL",
                 **fields,
             )
         if isinstance(exc, openai.APIStatusError):
@@ -133,7 +135,7 @@ class OpenAIChat(LLM):
                     **fields,
                 )
             return BackendError(f"{where} failed for model {self.model!r} (HTTP {status}): {detail}", **fields)
-        return BackendError(f"{where} failed for model {self.model!r}: {exc}", **fields)
+        return BackendError(f"{where} failed for model {self.model!r}: {redact(str(exc))}", **fields)
 
     def complete(
         self,
@@ -227,5 +229,5 @@ def _server_message(exc: openai.APIStatusError) -> str:
     if isinstance(body, dict):
         message = body.get("message")
         if isinstance(message, str) and message:
-            return message
-    return exc.message
+            return redact(message)
+    return redact(exc.message)

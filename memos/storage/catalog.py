@@ -685,7 +685,10 @@ class Catalog:
             stmt = stmt.where(audit.c.cube_id == cube_id)
         if actor_or_prefixes is not None:
             actor, prefixes = actor_or_prefixes
-            stmt = stmt.where(sa.or_(audit.c.actor == actor, *(prefix_clause(audit.c.ns, p) for p in prefixes)))
+            # an actor sees their own entries, except refusals under namespaces they cannot read (the
+            # namespace and cube id of a refused attempt must not tell them what exists there)
+            own = sa.and_(audit.c.actor == actor, audit.c.action != "denied")
+            stmt = stmt.where(sa.or_(own, *(prefix_clause(audit.c.ns, p) for p in prefixes)))
         with self.read() as c:
             return [
                 {**dict(row), "at": from_micros(row["at"]), "detail": json.loads(row["detail"])}

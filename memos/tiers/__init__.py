@@ -29,6 +29,8 @@ def archive_derived(
         mos.catalog.audit(
             conn, at=now, actor=user, action=action, cube_id=cube.id, ns=ns_path(cube.namespace), detail=detail
         )
+    # the commit queued the cube in the outbox: clear it now, as every other write does
+    mos.sync_after_commit([cube.id])
     if cube.blob is not None:
         mos.blobs.delete(cube.blob)
     return retired
@@ -103,3 +105,4 @@ def commit_derived(
         if cube.blob is not None:
             mos.blobs.delete(cube.blob)
         raise
+    mos.sync_after_commit([cube.id])

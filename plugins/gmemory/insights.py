@@ -38,6 +38,8 @@ FULL_REMOVE = 3
 #: score change of the rules a task was given, after it succeeded / failed
 SUCCESS_CREDIT = 1
 FAILURE_CREDIT = -2
+#: a rule number longer than this is rejected unread
+MAX_NUMBER_DIGITS = 100
 
 _OP_LINE = re.compile(r"^\s*(?:[-*]\s+)?(ADD|AGREE|EDIT|REMOVE)\b(.*)$")
 _NUMBERED = re.compile(r"^ (\d+):(?: (.*))?$")
@@ -122,7 +124,11 @@ def parse_rule_ops(text: str, max_ops: int = MAX_OPS) -> ParsedOps:
             if found is None:
                 out.rejected.append((line, f'{op} needs a rule number: "{op} 2: X, because Y."'))
                 continue
-            number, rule = int(found.group(1)), found.group(2) or ""
+            digits, rule = found.group(1), found.group(2) or ""
+            if len(digits) > MAX_NUMBER_DIGITS:
+                out.rejected.append((line, f"rule number {digits[:12]}... is far too large"))
+                continue
+            number = int(digits)
             if number < 1:
                 out.rejected.append((line, "rule numbers start at 1"))
                 continue
@@ -176,14 +182,18 @@ class Rule:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Rule:
-        """Rebuild a rule written by `to_dict`."""
-        return cls(
-            id=data["id"],
-            rule=data["rule"],
-            score=int(data["score"]),
-            positive_tasks=list(data.get("positive_tasks", [])),
-            negative_tasks=list(data.get("negative_tasks", [])),
-        )
+        """Rebuild a rule written by `to_dict`; UserError when the data is not such a rule."""
+        if not isinstance(data, Mapping):
+            raise UserError(f"the G-Memory state file is damaged: an insight is {type(data).__name__}, not an object")
+        rule_id, text, score = data.get("id"), data.get("rule"), data.get("score")
+        positive, negative = data.get("positive_tasks", []), data.get("negative_tasks", [])
+        if not isinstance(rule_id, str) or not isinstance(text, str):
+            raise UserError("the G-Memory state file is damaged: an insight lacks its id or rule text")
+        if isinstance(score, bool) or not isinstance(score, int):
+            raise UserError(f"the G-Memory state file is damaged: insight {rule_id!r} has no integer score")
+        if not all(isinstance(t, list) and all(isinstance(i, str) for i in t) for t in (positive, negative)):
+            raise UserError(f"the G-Memory state file is damaged: insight {rule_id!r} has bad task lists")
+        return cls(id=rule_id, rule=text, score=score, positive_tasks=list(positive), negative_tasks=list(negative))
 
 
 def _join(into: list[str], items: Iterable[str]) -> None:
@@ -347,9 +357,14 @@ class InsightStore:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InsightStore:
-        """Rebuild a store written by `to_dict`."""
+        """Rebuild a store written by `to_dict`; UserError when the data is damaged."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("rules", []), list):
+            raise UserError("the G-Memory state file is damaged: its insights are not a list of rules")
         rules = [Rule.from_dict(r) for r in data.get("rules", [])]
-        store = cls(rules, int(data.get("next_id", len(rules) + 1)))
+        next_id = data.get("next_id", len(rules) + 1)
+        if isinstance(next_id, bool) or not isinstance(next_id, int) or next_id < 1:
+            raise UserError("the G-Memory state file is damaged: its insight counter is not a positive integer")
+        store = cls(rules, next_id)
         if len({r.id for r in rules}) != len(rules):
             raise UserError("the G-Memory state file is damaged: two insights share an id")
         return store

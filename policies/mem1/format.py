@@ -102,7 +102,23 @@ def split_answers(text: str) -> list[str]:
 
 
 def _blocks(tag: str, text: str) -> list[re.Match[str]]:
-    return list(re.finditer(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL | re.IGNORECASE))
+    """What `re.finditer(<tag>(.*?)</tag>)` finds, in linear time on any input.
+
+    finditer retries at every opening tag and scans to the end of the text for a closing one, so
+    thousands of unclosed tags took quadratic time. Here, once an opening tag has no closing tag
+    after it, no later one can have one either, and the search stops.
+    """
+    opener = re.compile(rf"<{tag}>", re.IGNORECASE)
+    block = re.compile(rf"<{tag}>(.*?)</{tag}>", re.DOTALL | re.IGNORECASE)
+    found: list[re.Match[str]] = []
+    position = 0
+    while (start := opener.search(text, position)) is not None:
+        match = block.match(text, start.start())
+        if match is None:
+            break
+        found.append(match)
+        position = match.end()
+    return found
 
 
 def _unbalanced(tag: str, text: str) -> bool:
@@ -146,6 +162,8 @@ def parse_turn(text: str, format: str = "think") -> ParsedTurn:
 def close_stopped_action(text: str, format: str = "think") -> str:
     """Re-append the closing action tag a server cut off as a stop sequence (as MEM1's inference client does)."""
     tags = tags_for(format)
+    if not isinstance(text, str):
+        raise UserError(f"a MEM1 turn is text, not {type(text).__name__}")
     for tag in (tags.answer, tags.search):
         opened = [m.end() for m in re.finditer(rf"<{tag}>", text, re.IGNORECASE)]
         closed = [m.end() for m in re.finditer(rf"</{tag}>", text, re.IGNORECASE)]
@@ -202,7 +220,9 @@ def render_observation(documents_text: str, turns_left: int, format: str = "thin
     return f"<{tag}>\n{head}{body}\n</{tag}>\n"
 
 
-_HINT = re.compile(r"\[HINT\]\s*You have (\d+) turns? left\b.*?\[/HINT\]", re.IGNORECASE | re.DOTALL)
+#: the hint's head; a count of more than 9 digits is not a hint
+_HINT = re.compile(r"\[HINT\]\s*You have (\d{1,9}) turns? left\b", re.IGNORECASE)
+_HINT_END = re.compile(r"\[/HINT\]", re.IGNORECASE)
 _DOC = re.compile(r"^Doc (\d+)\(Title: (.*?)\) ?(.*)$", re.MULTILINE)
 
 
@@ -218,10 +238,20 @@ def parse_observation(text: str, format: str = "think") -> ParsedObservation:
     if not blocks:
         return ParsedObservation(valid=False)
     body = blocks[-1].group(1)
-    found = _HINT.search(body)
+    found = _hint(body)
     return ParsedObservation(
         valid=True,
-        turns_left=int(found.group(1)) if found else None,
-        hint=found.group(0) if found else "",
+        turns_left=int(found[0]) if found else None,
+        hint=found[1] if found else "",
         documents=parse_documents(body),
     )
+
+
+def _hint(body: str) -> tuple[str, str] | None:
+    """(turns-left digits, whole hint) of the first closed hint, in linear time (a lazy regex took quadratic)."""
+    head = _HINT.search(body)
+    if head is None:
+        return None
+    end = _HINT_END.search(body, head.end())
+    # no closing tag after the first hint: none after a later one either
+    return (head.group(1), body[head.start() : end.end()]) if end else None

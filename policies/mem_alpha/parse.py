@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from memos.llm.base import Completion
+from memos.llm.base import Completion, json_problem
 
 FUNCTION_MARK = "✿FUNCTION✿"
 ARGS_MARK = "✿ARGS✿"
@@ -66,8 +66,8 @@ def _with_arguments(name: str, raw: str) -> ParsedCall:
     try:
         # raw_decode: prose the model writes after the JSON object does not spoil the call
         value, _ = json.JSONDecoder().raw_decode(raw)
-    except json.JSONDecodeError as exc:
-        return ParsedCall(name, error=f"arguments are not valid JSON: {exc}")
+    except (ValueError, RecursionError) as exc:
+        return ParsedCall(name, error=f"arguments are not valid JSON: {json_problem(exc)}")
     if not isinstance(value, dict):
         return ParsedCall(name, error=f"arguments must be a JSON object, got {type(value).__name__}")
     return ParsedCall(name, value)

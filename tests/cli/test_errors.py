@@ -150,3 +150,11 @@ def test_a_home_that_cannot_be_created(tmp_path: Path) -> None:
     line = Cli(blocker / "home").user_error("stats")
     assert line.startswith(f"error: cannot create the memos home {blocker / 'home'}: ")
     assert line.endswith("; pass --home or set MEMOS_HOME")
+
+
+def test_ingest_refuses_a_file_over_the_size_setting_before_reading_it(seeded: Cli, tmp_path: Path) -> None:
+    big = tmp_path / "talk.json"
+    big.write_text(json.dumps([{"speaker": "alice", "text": "word " * 100}]))
+    message = rejected(seeded, "ingest", str(big), "-n", "alice/big", env={"MEMOS_MAX_INGEST_BYTES": "200"})
+    assert "200" in message and "\n" not in message.strip()
+    assert seeded.total() == 1

@@ -25,7 +25,8 @@ def _count(m: MemOS) -> int:
 
 
 def _audit_len(m: MemOS) -> int:
-    return len(m.catalog.audit_log(limit=100_000))
+    """Audit entries other than refusals (a refused call is audited as `denied` and writes nothing else)."""
+    return sum(1 for e in m.catalog.audit_log(limit=100_000) if e["action"] != "denied")
 
 
 def _populate(mos: MemOS, clock: ManualClock) -> dict[str, str]:
