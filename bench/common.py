@@ -81,7 +81,28 @@ def command_line() -> str:
     return shlex.join([rel(sys.executable), rel(sys.argv[0]), *sys.argv[1:]])
 
 
+def short_count(n: int) -> str:
+    """A cube count as a column label: 10000 -> '10k', 2500 -> '2,500'."""
+    return f"{n // 1000}k" if n % 1000 == 0 and n >= 1000 else f"{n:,}"
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of every file under a folder (a home's size on disk)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def drop_chroma_clients() -> None:
+    """Drop chromadb's per-path client cache, so a finished home's index stops holding memory."""
+    try:
+        from chromadb.api.client import SharedSystemClient
+
+        SharedSystemClient.clear_system_cache()
+    except Exception as exc:  # a newer chromadb may move it; the benchmarks do not depend on it
+        print(f"  (could not clear chromadb's client cache: {exc})", flush=True)
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
+    """A Markdown table; align has one 'l' or 'r' per column."""
     marks = {"l": ":---", "r": "---:"}
     out = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -90,6 +111,16 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> l
 
 def publish(page: str, out: Path) -> None:
     """Write a results page (creating its folder) and print it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page)
+    write_atomic(out, page)
     print(page)
+
+
+def write_atomic(out: Path, page: str) -> None:
+    """Write a results page (creating its folder) through a temp file, so a reader never sees half of it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(page)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

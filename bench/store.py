@@ -50,7 +50,15 @@ from memos.kernel import MemOS, Session, WriteRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import command_line, kernel_version, machine, table  # noqa: E402
+from bench.common import (  # noqa: E402
+    command_line,
+    dir_bytes,
+    drop_chroma_clients,
+    kernel_version,
+    machine,
+    short_count,
+    table,
+)
 
 USER = "bench"
 NAMESPACES: tuple[tuple[str, ...], ...] = (
@@ -564,10 +572,6 @@ class Checkpoint:
         return float(np.percentile(self.latencies_ms, q))
 
 
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def ingest(session: Session, corpus: Corpus, start: int, stop: int, label: str) -> tuple[float, float]:
     """Write memories start..stop-1 in batches of BATCH; return the wall and process-CPU seconds."""
     todo: dict[int, list[WriteRequest]] = defaultdict(list)
@@ -656,7 +660,7 @@ def run_embedder(
                 latencies_ms=latencies,
                 ingest_phases={**ingest_phases, "total": segment_s},
                 recall_phases={**recall_phases, "total": sum(latencies) / 1000},
-                disk_bytes=_dir_bytes(home),
+                disk_bytes=dir_bytes(home),
                 model_load_s=load_s,
                 ingest_cpu_s=ingest_cpu,
                 recall_cpu_s=recall_cpu,
@@ -675,26 +679,12 @@ def run_embedder(
     finally:
         timer.unwrap()
         mos.close()
-        _drop_chroma_clients()
+        drop_chroma_clients()
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _drop_chroma_clients() -> None:
-    # chromadb caches one system per path; drop it so a finished home's index stops holding memory
-    try:
-        from chromadb.api.client import SharedSystemClient
-
-        SharedSystemClient.clear_system_cache()
-    except Exception as exc:  # a newer chromadb may move it; the benchmark does not depend on it
-        print(f"  (could not clear chromadb's client cache: {exc})", flush=True)
-
-
 # ---- report --------------------------------------------------------------------------------------
-
-
-def _short(n: int) -> str:
-    return f"{n // 1000}k" if n % 1000 == 0 and n >= 1000 else f"{n:,}"
 
 
 def render(
@@ -713,7 +703,7 @@ def render(
     lines += [
         "",
         f"Each embedder gets a fresh home (SQLite catalog + embedded chromadb) grown through the checkpoints "
-        f"{', '.join(_short(s) for s in args.sizes)} cubes with `write_many` batches of {BATCH}; recall is "
+        f"{', '.join(short_count(s) for s in args.sizes)} cubes with `write_many` batches of {BATCH}; recall is "
         f"`session.recall(('{USER}',), query, k={K})` over {args.queries} queries after {WARMUP_QUERIES} "
         "warm-up ones, timed around the call (query embedding, dense + BM25 search, fusion, loading hits, "
         "the access-count update). Ingest rate is from an empty home up to the checkpoint, embedding "
@@ -893,7 +883,7 @@ def _breakdowns(points: Sequence[Checkpoint]) -> list[str]:
     if any("chroma count" in p.recall_phases for p in points):
         rows.append(["of which chroma `count()`"] + [_ms(p, "chroma count") for p in points])
     rows.append(["**total**"] + [f"**{float(np.mean(p.latencies_ms)):.2f}**" for p in points])
-    lines += table(["step"] + [f"{p.embedder} {_short(p.cubes)}" for p in points], rows, "l" + "r" * len(points))
+    lines += table(["step"] + [f"{p.embedder} {short_count(p.cubes)}" for p in points], rows, "l" + "r" * len(points))
     return lines
 
 
@@ -904,7 +894,7 @@ def _present(
 
 
 def _segment(p: Checkpoint) -> str:
-    return f"{_short(p.segment_from)}→{_short(p.cubes)}" if p.segment_from else _short(p.cubes)
+    return f"{short_count(p.segment_from)}→{short_count(p.cubes)}" if p.segment_from else short_count(p.cubes)
 
 
 def _us(p: Checkpoint, phase: str) -> str:

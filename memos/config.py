@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -73,6 +73,31 @@ class Settings(BaseSettings):
     user: str | None = None
     log_json: bool = False
     log_level: str = "warning"
+
+    @field_validator("catalog_url")
+    @classmethod
+    def _catalog_url(cls, value: str | None) -> str | None:
+        """Blank means the default; `postgres://` (a common spelling SQLAlchemy does not know) means postgresql://."""
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value[len("postgres://") :]
+        return value
+
+    @field_validator("vector_url")
+    @classmethod
+    def _vector_url(cls, value: str | None) -> str | None:
+        """Blank means the embedded index; otherwise http[s]://host[:port][/collection]."""
+        if value is None or not value.strip():
+            return None
+        from memos.storage.vectors import server_target
+
+        try:
+            server_target(value.strip())
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
 
     @classmethod
     def settings_customise_sources(

@@ -183,6 +183,7 @@ class MemOS:
         """Finish queued background paging, stop its worker and release the catalog's connections."""
         self.pager.close()
         self.catalog.close()
+        self.vectors.close()
 
     def __enter__(self) -> MemOS:
         return self

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memos.cube import ACL, Header, Level, MemCube, Provenance, Source, Status, Usage, ns_path, parse_namespace
-from memos.errors import UserError, first_problem
+from memos.errors import Conflict, UserError, first_problem
 from memos.ids import new_id
 from memos.inputs import cube_id as check_cube_id
 from memos.llm.base import LLM, Message
@@ -230,7 +230,12 @@ class Pager:
         else:
             targets = list(dict.fromkeys(_path(ns) for ns in namespaces))
         for ns in targets:
-            self._run_namespace(ns, report)
+            try:
+                self._run_namespace(ns, report)
+            except Conflict as exc:
+                # another process paged this namespace at the same time and committed first: what it did
+                # stands, and the next run picks up whatever is still left to page here
+                log.info("paging skipped a namespace another process changed meanwhile", ns=ns, error=str(exc))
         return report
 
     def _run_namespace(self, ns: str, report: PagingReport) -> None:

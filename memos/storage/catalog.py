@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from memos.cube import ACL, Header, Lifecycle, MemCube, Provenance, Usage, ns_path
-from memos.errors import BackendError, UserError
+from memos.errors import BackendError, Conflict, UserError
 from memos.storage.schema import (
     audit,
     cube_labels,
@@ -102,14 +102,16 @@ class Catalog:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        #: the URL as messages show it: the password hidden
+        self.shown_url = _shown(url)
         try:
             self.engine: Engine = self._make_engine(url)
             with self.engine.begin() as conn:
                 migrate(conn)
         except sa.exc.ArgumentError as exc:
-            raise UserError(f"bad catalog URL {url!r}: {exc}") from exc
+            raise UserError(f"bad catalog URL {self.shown_url!r}: {exc}") from exc
         except sa.exc.OperationalError as exc:
-            raise BackendError(f"cannot open the catalog at {url}: {exc.orig}") from exc
+            raise BackendError(f"cannot open the catalog at {self.shown_url}: {_line(exc.orig)}") from exc
         self.dialect = self.engine.dialect.name
 
     @staticmethod
@@ -143,7 +145,10 @@ class Catalog:
             with self.engine.begin() as conn:
                 yield conn
         except sa.exc.OperationalError as exc:
-            raise BackendError(f"catalog error ({self.url}): {exc.orig}") from exc
+            raise BackendError(f"catalog error ({self.shown_url}): {_line(exc.orig)}") from exc
+        except sa.exc.DataError as exc:
+            # a value the database refuses (too long for its column, out of range): nothing was written
+            raise UserError(f"the catalog refused a value ({_line(exc.orig)}); nothing was saved") from exc
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -167,7 +172,17 @@ class Catalog:
     def replace_cube(self, conn: Connection, cube: MemCube, *, new_version: bool) -> None:
         """Overwrite a cube's current state; record a version snapshot when new_version."""
         rid = conn.execute(sa.select(cubes.c.rid).where(cubes.c.id == cube.id)).scalar_one()
-        conn.execute(sa.update(cubes).where(cubes.c.id == cube.id).values(**_to_row(cube)))
+        stmt = sa.update(cubes).where(cubes.c.id == cube.id)
+        if new_version:
+            # optimistic: the version it was made from must still be the stored one (another process may have
+            # written a new version meanwhile; its row lock makes this wait, then see the change)
+            made_from = cube.header.previous if cube.header.previous is not None else cube.header.version - 1
+            stmt = stmt.where(cubes.c.version == made_from)
+        if conn.execute(stmt.values(**_to_row(cube))).rowcount != 1:
+            raise Conflict(
+                f"cube {cube.id} changed while version {cube.header.version} was being made from it: re-read and retry",
+                cube_id=cube.id,
+            )
         conn.execute(sa.delete(cube_tags).where(cube_tags.c.cube_id == cube.id))
         conn.execute(sa.delete(cube_labels).where(cube_labels.c.cube_id == cube.id))
         self._lexical_delete(conn, rid)
@@ -617,7 +632,8 @@ class Catalog:
                         vector_outbox.c.cube_id == sa.bindparam("cid"),
                         vector_outbox.c.generation == sa.bindparam("gen"),
                     ),
-                    [{"cid": i, "gen": g} for i, g in generations.items()],
+                    # in id order: two processes clearing overlapping sets lock rows in the same order (no deadlock)
+                    [{"cid": i, "gen": g} for i, g in sorted(generations.items())],
                 )
 
     def indexable_ids(self) -> list[str]:
@@ -767,6 +783,19 @@ class Catalog:
                 yield c
 
 
+def _line(error: BaseException | None) -> str:
+    """A driver's error message on one line."""
+    return " ".join(str(error).split()) if error is not None else "unknown error"
+
+
+def _shown(url: str) -> str:
+    """A catalog URL with its password replaced by ***, for messages and logs."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url if "@" not in url else "(a catalog URL that could not be parsed)"
+
+
 def _fts_query(terms: Sequence[str], context_weight: float) -> tuple[str, tuple[float, float]]:
     """An FTS5 MATCH for any of the terms, and bm25()'s column weights (content 1, context as given).
 
@@ -784,7 +813,28 @@ def _fts_idf(num_docs: int, num_with_term: int) -> float:
     return max(math.log((num_docs - num_with_term + 0.5) / (num_with_term + 0.5)), 1e-6)
 
 
+#: the longest external id the catalog column holds (PostgreSQL enforces it; SQLite would not)
+MAX_EXTERNAL_ID = 256
+
+
+def _check_storable(cube: MemCube) -> None:
+    """UserError for values no catalog may hold alike: NUL characters (PostgreSQL text refuses them), long ids."""
+    h = cube.header
+    external = h.provenance.external_id
+    if external is not None and len(external) > MAX_EXTERNAL_ID:
+        raise UserError(
+            f"the external id is {len(external)} characters, over the limit of {MAX_EXTERNAL_ID}: use a shorter one"
+        )
+    fields = {"text": cube.content, "external id": external, "namespace": ns_path(cube.namespace)}
+    fields.update({f"tag {t!r}": t for t in h.tags})
+    fields.update({f"label {k!r}": f"{k}{v}" for k, v in h.labels.items()})
+    for what, value in fields.items():
+        if value and "\x00" in value:
+            raise UserError(f"the {what} contains a NUL character (\\x00), which cannot be stored: remove it")
+
+
 def _to_row(cube: MemCube) -> dict[str, Any]:
+    _check_storable(cube)
     h = cube.header
     return {
         "id": cube.id,

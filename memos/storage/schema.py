@@ -219,6 +219,12 @@ def _v9_lexical_context(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE cubes_fts ADD COLUMN IF NOT EXISTS ctx tsvector")
 
 
+def _v10_namespace_order_index(conn: Connection) -> None:
+    # "the newest cubes of a namespace" (a turn's predecessor in its session, at every write) reads a few
+    # index entries instead of sorting the whole namespace
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_cubes_ns_rid ON cubes (ns, rid)")
+
+
 #: applied in this order, each once, recorded by name in schema_migrations
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_core_tables", _v1_core),
@@ -230,11 +236,42 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0007_outbox_generation", _v7_outbox_generation),
     ("0008_segments", _v8_segments),
     ("0009_lexical_context", _v9_lexical_context),
+    ("0010_namespace_order_index", _v10_namespace_order_index),
 ]
 
 
+#: the PostgreSQL advisory lock key that serialises migrations between processes ("memos" in ASCII)
+MIGRATION_LOCK_KEY = 0x6D656D6F73
+
+
+def _pending(conn: Connection) -> bool:
+    """Whether some migration is not recorded yet (read without any lock)."""
+    if not sa.inspect(conn).has_table(schema_migrations.name):
+        return True
+    done = set(conn.execute(sa.select(schema_migrations.c.name)).scalars())
+    return any(name not in done for name, _ in MIGRATIONS)
+
+
+def _lock_for_migration(conn: Connection) -> None:
+    """Take, for the rest of the caller's transaction, the lock that lets one process migrate at a time."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    elif conn.dialect.name == "sqlite":
+        dbapi = conn.connection.dbapi_connection
+        if dbapi is not None and not dbapi.in_transaction:
+            # the write lock now, not at the first change: another process migrating waits (busy_timeout)
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def migrate(conn: Connection) -> list[str]:
-    """Apply the migrations not yet recorded; return the names applied now (idempotent)."""
+    """Apply the migrations not yet recorded; return the names applied now (idempotent, safe across processes).
+
+    Processes opening a new catalog together take turns: the first applies the migrations under a
+    lock (an advisory lock on PostgreSQL, the write lock on SQLite), the others then find them recorded.
+    """
+    if not _pending(conn):
+        return []
+    _lock_for_migration(conn)
     schema_migrations.create(conn, checkfirst=True)
     done = set(conn.execute(sa.select(schema_migrations.c.name)).scalars())
     applied = []

@@ -32,6 +32,7 @@ def test_migrations_are_named_ordered_and_idempotent(tmp_path: Path) -> None:
             "0007_outbox_generation",
             "0008_segments",
             "0009_lexical_context",
+            "0010_namespace_order_index",
         ]
     )
     assert mode == "wal"
