@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install postgres-server demo test bench bench-tiers lint clean
+.PHONY: install postgres-server demo test bench bench-scale bench-tiers lint clean
 
 $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -30,6 +30,10 @@ test: install postgres-server
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) bench/store.py
+
+# 1,000,000 cubes (hashing embedder) then a 100k MiniLM subset: ingest rate, recall p50/p95, memory, disk (~30 min)
+bench-scale: install
+	HF_HUB_OFFLINE=1 $(PY) bench/scale.py
 
 # KV-block injection (time to first token) and LoRA consolidation, on random models built from configs
 bench-tiers: install

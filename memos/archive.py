@@ -352,14 +352,12 @@ def _read_archive(path: Path, max_text_chars: int, max_bytes: int = MAX_ARCHIVE_
     Nothing is ever extracted to disk. The file over `max_bytes` is refused before it is read, and
     reading stops as soon as it has decompressed to more than `max_bytes`.
     """
-    try:
-        if not path.exists():
-            raise UserError(f"no archive at {path}: check the path")
-        if not path.is_file():
-            raise UserError(f"{path} is not a file: give the path of an archive made by `memos export`")
-        size = path.stat().st_size
-    except OSError as exc:
-        raise UserError(f"cannot read the archive {path}: {exc.strerror or exc}") from None
+    size = inputs.file_size(
+        path,
+        missing="no archive at {path}: check the path",
+        not_file="{path} is not a file: give the path of an archive made by `memos export`",
+        unreadable="cannot read the archive {path}: {error}",
+    )
     if size > max_bytes:
         raise _too_large(path, size, max_bytes)
     digest, members = _members(path, max_bytes)

@@ -308,14 +308,9 @@ def _too_large(path: Path, size: int | str, limit: int) -> UserError:
 
 def _check_file(path: Path, limit: int) -> None:
     """The file exists, is a regular file, and is within the size limit (checked before anything is read)."""
-    try:
-        if not path.exists():
-            raise UserError(f"no such file: {path}")
-        if not path.is_file():
-            raise UserError(f"{path} is not a file")
-        size = path.stat().st_size
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    size = inputs.file_size(
+        path, missing="no such file: {path}", not_file="{path} is not a file", unreadable="cannot read {path}: {error}"
+    )
     if size > limit:
         raise _too_large(path, size, limit)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -142,3 +143,18 @@ def model(cls: type[M], value: Any, what: str) -> M:
         where, problem = first_problem(exc)
         allowed = ", ".join(cls.model_fields)
         raise UserError(f"bad {what} setting {where}: {problem} (settings: {allowed})") from None
+
+
+def file_size(path: Path, *, missing: str, not_file: str, unreadable: str) -> int:
+    """The size of a regular file, read from its metadata only; UserError with the caller's wording otherwise.
+
+    `missing`, `not_file` and `unreadable` are message templates over {path} (and {error} for the last).
+    """
+    try:
+        if not path.exists():
+            raise UserError(missing.format(path=path))
+        if not path.is_file():
+            raise UserError(not_file.format(path=path))
+        return path.stat().st_size
+    except OSError as exc:
+        raise UserError(unreadable.format(path=path, error=exc.strerror or exc)) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +53,16 @@ MIN_DOCS_TO_PRUNE = 1000
 #: lists are most of a query's cost (on the store benchmark at 100k cubes: BM25 p95 23 -> 14 ms, the
 #: same top-10 for all 200 queries)
 MAX_TERM_SHARE = 0.10
+#: and terms found in more than this many cubes, whatever the share: at a million cubes 10 % is still
+#: 100k postings per term to score on every query (idf <= log 50 at the 2 % this is of 1M cubes)
+MAX_TERM_DOCS = 20_000
+#: seconds the collection size and the terms' document counts are reused between queries: counting
+#: them reads the whole docsize table and each term's full posting list; a pruning decision from
+#: slightly old counts is as good as a fresh one
+TERM_STATS_TTL_S = 30.0
+#: ... but only from this many indexed cubes on: smaller collections are counted afresh on every query
+#: (cheap there, and exact right after a write)
+TERM_STATS_CACHE_MIN_DOCS = 50_000
 #: statuses whose text stays searchable (archived = paged out, found on demand)
 SEARCHABLE = ("active", "archived")
 
@@ -104,6 +115,10 @@ class Catalog:
         self.url = url
         #: the URL as messages show it: the password hidden
         self.shown_url = _shown(url)
+        # lexical term statistics reused between queries (see _term_stats)
+        self._stats_at = -math.inf
+        self._num_docs: int | None = None
+        self._df: dict[str, int] = {}
         try:
             self.engine: Engine = self._make_engine(url)
             with self.engine.begin() as conn:
@@ -554,17 +569,33 @@ class Catalog:
         return sorted(rescored, key=lambda h: (-h[1], h[0]))
 
     def _informative_terms(self, terms: list[str]) -> list[str]:
-        """Drop the terms found in more than MAX_TERM_SHARE of the cubes while rarer ones remain."""
-        with self.read() as c:
-            marks = ",".join("?" for _ in terms)
-            df = dict(
-                c.exec_driver_sql(f"SELECT term, doc FROM cubes_fts_vocab WHERE term IN ({marks})", tuple(terms)).all()
-            )
-            num_docs = c.exec_driver_sql("SELECT count(*) FROM cubes_fts_docsize").scalar_one()
+        """Drop the terms found in more than MAX_TERM_SHARE (or MAX_TERM_DOCS) of the cubes while rarer ones remain."""
+        num_docs, df = self._term_stats(terms)
         if num_docs < MIN_DOCS_TO_PRUNE:
             return terms
-        kept = [t for t in terms if df.get(t, 0) <= MAX_TERM_SHARE * num_docs]
+        most = min(MAX_TERM_SHARE * num_docs, MAX_TERM_DOCS)
+        kept = [t for t in terms if df.get(t, 0) <= most]
         return kept or terms
+
+    def _term_stats(self, terms: list[str]) -> tuple[int, dict[str, int]]:
+        """The number of indexed cubes and these terms' document counts, reused for TERM_STATS_TTL_S."""
+        now = time.monotonic()
+        small = self._num_docs is not None and self._num_docs < TERM_STATS_CACHE_MIN_DOCS
+        if small or now - self._stats_at > TERM_STATS_TTL_S:
+            self._stats_at, self._num_docs, self._df = now, None, {}
+        missing = [t for t in dict.fromkeys(terms) if t not in self._df]
+        with self.read() as c:
+            if missing:
+                marks = ",".join("?" for _ in missing)
+                found = dict(
+                    c.exec_driver_sql(
+                        f"SELECT term, doc FROM cubes_fts_vocab WHERE term IN ({marks})", tuple(missing)
+                    ).all()
+                )
+                self._df.update({t: int(found.get(t, 0)) for t in missing})
+            if self._num_docs is None:
+                self._num_docs = int(c.exec_driver_sql("SELECT count(*) FROM cubes_fts_docsize").scalar_one())
+        return self._num_docs, self._df
 
     def optimize_lexical(self, pages: int = 2000) -> None:
         """Merge some of the lexical index's segments (fewer segments: faster BM25 queries).
