@@ -81,6 +81,16 @@ def command_line() -> str:
     return shlex.join([rel(sys.executable), rel(sys.argv[0]), *sys.argv[1:]])
 
 
+def run_meta() -> dict[str, str]:
+    """What a benchmark page says about its run: the command, the code measured and the load at the start."""
+    load = os.getloadavg()
+    return {
+        "command": command_line(),
+        "kernel": kernel_version(),
+        "load_start": f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
+    }
+
+
 def short_count(n: int) -> str:
     """A cube count as a column label: 10000 -> '10k', 2500 -> '2,500'."""
     return f"{n // 1000}k" if n % 1000 == 0 and n >= 1000 else f"{n:,}"

@@ -46,11 +46,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
-    command_line,
     dir_bytes,
     drop_chroma_clients,
-    kernel_version,
     machine,
+    run_meta,
     short_count,
     table,
     write_atomic,
@@ -548,12 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a plain `kill` still runs the cleanup below (the 1M home is several GB)
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     started = datetime.now(UTC)
-    load = os.getloadavg()
-    meta = {
-        "command": command_line(),
-        "kernel": kernel_version(),
-        "load_start": f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
-    }
+    meta = run_meta()
     corpus = Corpus()
     queries = corpus.queries(args.queries, salt=1)
     warmup = corpus.queries(WARMUP_QUERIES, salt=2)

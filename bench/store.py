@@ -51,11 +51,10 @@ from memos.kernel import MemOS, Session, WriteRequest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
-    command_line,
     dir_bytes,
     drop_chroma_clients,
-    kernel_version,
     machine,
+    run_meta,
     short_count,
     table,
 )
@@ -754,7 +753,7 @@ def render(
         f"'cores used' is this process's CPU time (all threads) over wall time, for the last segment's writes "
         f"and for the timed recalls; 'load avg' is the machine's 1-minute load average at the checkpoint "
         f"({os.cpu_count()} cores: a load above that means other work shared the CPU and the numbers are pessimistic). "
-        f"Load average at the start of the run: {meta['load_start']}.",
+        f"Load average at the start of the run: {meta['load_start']} (1 / 5 / 15 min).",
     ]
     by_key = {(p.embedder, p.cubes): p for p in points}
     if "hash" in args.embedders and len(args.embedders) > 1:
@@ -933,12 +932,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a plain `kill` still runs the cleanup below (the homes can be hundreds of MiB)
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     started = datetime.now(UTC)
-    load = os.getloadavg()
-    meta = {
-        "command": command_line(),
-        "kernel": kernel_version(),
-        "load_start": f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)",
-    }
+    meta = run_meta()
     corpus = Corpus()
     queries = corpus.queries(args.queries, salt=1)
     warmup = corpus.queries(WARMUP_QUERIES, salt=2)
