@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from support.cli import Cli
-from support.tiny_model import build_tiny_model
+from support.tiny_model import FACTS, build_tiny_model
 
 from memos import MemOS
 from memos.cube import MemCube
@@ -20,13 +20,6 @@ from memos.llm.hf import HFChat
 from memos.tiers.activation import system_text
 
 NS = "alice/chat"
-FACTS = [
-    "Alice adopted a grey cat named Pixel in March.",
-    "Bob moved to Lisbon for a job at a robotics company.",
-    "Carol owns the revenue section of the quarterly report.",
-    "Dan is allergic to peanuts and prefers tea to coffee.",
-    "The quarterly report is due on the fifth of June.",
-]
 QUESTION = "What did Alice name her cat?"
 NO_LLM = (
     "error: no LLM is configured: set MEMOS_LLM to hf:/path/to/model, vllm:http://HOST:PORT/v1#MODEL or openai:MODEL"

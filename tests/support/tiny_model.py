@@ -10,6 +10,15 @@ from pathlib import Path
 
 from memos.llm.testing import random_llama, random_tokenizer
 
+#: the memories the tier and tier-CLI tests store (shortened sentences of CORPUS)
+FACTS = [
+    "Alice adopted a grey cat named Pixel in March.",
+    "Bob moved to Lisbon for a job at a robotics company.",
+    "Carol owns the revenue section of the quarterly report.",
+    "Dan is allergic to peanuts and prefers tea to coffee.",
+    "The quarterly report is due on the fifth of June.",
+]
+
 CORPUS = [
     "Alice adopted a grey cat named Pixel in March and takes it to the vet every spring.",
     "Bob moved to Lisbon for a job at a robotics company; he cycles to work along the river.",

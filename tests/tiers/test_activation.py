@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from support.tiny_model import build_tiny_model
+from support.tiny_model import FACTS, build_tiny_model
 
 from memos import ManualClock, MemOS
 from memos.cube import Kind, Status
@@ -17,14 +17,6 @@ from memos.errors import UserError
 from memos.llm.hf import HFChat
 from memos.prompt import messages_for
 from memos.tiers.activation import SYSTEM_PROMPT
-
-FACTS = [
-    "Alice adopted a grey cat named Pixel in March.",
-    "Bob moved to Lisbon for a job at a robotics company.",
-    "Carol owns the revenue section of the quarterly report.",
-    "Dan is allergic to peanuts and prefers tea to coffee.",
-    "The quarterly report is due on the fifth of June.",
-]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from support.fake_openai import PREFIX_BLOCK_SIZE, FakeOpenAIServer, cached_tokens, prompt_tokens
+from support.tiny_model import FACTS
 
 from memos import ManualClock, MemOS
 from memos.cube import Kind, Status
@@ -22,13 +23,6 @@ NS = "alice/chat"
 #: the name the fake server serves, and the tiny local model's directory name: adapters fit by base name
 MODEL = "tiny"
 CHAT = "/v1/chat/completions"
-FACTS = [
-    "Alice adopted a grey cat named Pixel in March.",
-    "Bob moved to Lisbon for a job at a robotics company.",
-    "Carol owns the revenue section of the quarterly report.",
-    "Dan is allergic to peanuts and prefers tea to coffee.",
-    "The quarterly report is due on the fifth of June.",
-]
 
 # peft calls a transformers method that transformers 5 deprecates; nothing here to act on
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
