@@ -47,6 +47,13 @@ class BackendError(MemosError):
     exit_code = 1
 
 
+class Busy(BackendError):
+    """The database gave up on a transaction another one was blocking (deadlock, serialization failure).
+
+    Nothing of it was written; running it again is safe.
+    """
+
+
 def first_problem(exc: ValidationError, default: str = "") -> tuple[str, str]:
     """(dotted location, message) of the first problem a pydantic validation error reports."""
     first = exc.errors()[0]

@@ -47,6 +47,8 @@ from memos.tiers.adapters import AdapterTier
 from memos.tokens import Tokenizer, get_tokenizer
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from memos.policies.mem1 import Environment, Episode
     from memos.prompt import Answer
     from memos.tiers.parametric import LoRASettings
@@ -336,12 +338,15 @@ class Session:
         vectors = mos.embedder.embed([c.text for c in cubes])
         with mos._write_lock:
             _link_sessions(mos, ns, cubes)
-            with mos.catalog.tx() as conn:
+
+            def store(conn: Connection) -> None:
                 owner = mos.governance.claim(conn, self.user, ns)
                 for cube in cubes:
                     cube.header.acl = ACL(owner=owner)
                 mos.catalog.insert_cubes(conn, cubes)
                 mos.catalog.audit_many(conn, at=now, actor=self.user, action="write", cubes_=cubes)
+
+            mos.catalog.transact(store)
             mos.sync_after_commit([c.id for c in cubes], dict(zip([c.id for c in cubes], vectors, strict=True)))
         if mos.settings.auto_paging and any(c.level == Level.short for c in cubes):
             mos.pager.schedule(ns_path(ns))
@@ -603,11 +608,14 @@ class Session:
         with mos._write_lock:
             prefixes = mos.governance.visible_prefixes(self.user)
             due = mos.catalog.select(CubeFilter(prefixes=prefixes, statuses=SEARCHABLE, expiring_by=now))
-            with mos.catalog.tx() as conn:
-                for cube in due:
+
+            def expire(conn: Connection) -> None:
+                for cube in sorted(due, key=lambda c: c.id):  # row locks in id order, as every writer takes them
                     expired = _with_status(cube, Status.expired, cube.header.updated_at)
                     mos.catalog.replace_cube(conn, expired, new_version=False)
                     mos.catalog.audit(conn, at=now, actor=self.user, action="expire", cube_id=cube.id, ns=_path(cube))
+
+            mos.catalog.transact(expire)
             synced = mos.recover()
         namespaces = [ns for ns, _ in mos.catalog.namespaces(prefixes)]
         # an empty list pages nothing (None would mean every namespace of the home)
@@ -758,11 +766,14 @@ class Session:
     ) -> None:
         """Store a cube's new state with its audit entry in one transaction, then sync its vector."""
         mos = self.mos
-        with mos.catalog.tx() as conn:
+
+        def store(conn: Connection) -> None:
             mos.catalog.replace_cube(conn, cube, new_version=new_version)
             mos.catalog.audit(
                 conn, at=now, actor=self.user, action=action, cube_id=cube.id, ns=_path(cube), detail=detail
             )
+
+        mos.catalog.transact(store)
         mos.sync_after_commit([cube.id])
 
     def _load(self, cube_id: str, right: Right) -> MemCube:

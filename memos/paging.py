@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memos.cube import ACL, Header, Level, MemCube, Provenance, Source, Status, Usage, ns_path, parse_namespace
-from memos.errors import Conflict, UserError, first_problem
+from memos.errors import Busy, Conflict, UserError, first_problem
 from memos.ids import new_id
 from memos.inputs import cube_id as check_cube_id
 from memos.llm.base import LLM, Message
@@ -232,9 +232,9 @@ class Pager:
         for ns in targets:
             try:
                 self._run_namespace(ns, report)
-            except Conflict as exc:
-                # another process paged this namespace at the same time and committed first: what it did
-                # stands, and the next run picks up whatever is still left to page here
+            except (Conflict, Busy) as exc:
+                # another process paged this namespace at the same time and committed first (or the database
+                # broke a deadlock with it): what it did stands, and the next run pages what is left here
                 log.info("paging skipped a namespace another process changed meanwhile", ns=ns, error=str(exc))
         return report
 
@@ -344,7 +344,8 @@ class Pager:
 
     def _fresh_chain(self, conn: Connection, chain: Sequence[MemCube]) -> list[MemCube] | None:
         """The chain's pages as they are now, or None if any of them changed since it was read."""
-        fresh = self.mos.catalog.get([p.id for p in chain], conn)
+        # locked: a second process placing the same pages waits here, then finds them moved
+        fresh = self.mos.catalog.get([p.id for p in chain], conn, for_update=True)
         out = []
         for page in chain:
             now = fresh.get(page.id)
@@ -439,8 +440,9 @@ class Pager:
         with mos._write_lock:
             with mos.catalog.tx() as conn:
                 pages = self._fresh_chain(conn, chain)
+                # the segment's row before its cube: every writer of a segment locks them in that order
+                state = self.store.get([segment.id], conn, for_update=True).get(segment.id)
                 current = mos.catalog.get([segment.id], conn).get(segment.id)
-                state = self.store.get([segment.id], conn).get(segment.id)
                 if (
                     pages is None
                     or current is None
@@ -520,8 +522,9 @@ class Pager:
         archived: list[str] = []
         with mos._write_lock:
             with mos.catalog.tx() as conn:
+                # the segment's row stays locked until commit: a second promoter waits, then sees it analysed
+                fresh = self.store.get([segment.id], conn, for_update=True).get(segment.id)
                 current = mos.catalog.get([segment.id], conn).get(segment.id)
-                fresh = self.store.get([segment.id], conn).get(segment.id)
                 if (
                     current is None
                     or fresh is None
@@ -695,6 +698,9 @@ class Pager:
         victims = candidates[:excess]
         changed: list[str] = []
         with mos.catalog.tx() as conn:
+            # locked and re-read: a segment another process paged out or in meanwhile is left as it now is
+            locked = self.store.get([s.id for s in victims], conn, for_update=True)
+            victims = [locked[s.id] for s in victims if s.id in locked and not locked[s.id].paged_out]
             for state in victims:
                 changed += self._set_segment_status(conn, state, Status.archived, now)
                 state.paged_out = True
@@ -734,6 +740,8 @@ class Pager:
             changed: list[str] = []
             heats: dict[str, float] = {}
             with mos.catalog.tx() as conn:
+                locked = self.store.get([s.id for s in targets], conn, for_update=True)
+                targets = [locked[s.id] for s in targets if s.id in locked and locked[s.id].paged_out]
                 for state in targets:
                     state.visits += 1
                     state.last_visit = now
@@ -759,17 +767,21 @@ class Pager:
     def visit(self, segment_ids: Sequence[str], now: datetime | None = None) -> None:
         """Count a retrieval hit on each given segment: visits + 1, last visit = now, heat recomputed."""
         mos = self.mos
+        when = now or mos.clock.now()
+
+        def count(conn: Connection) -> None:
+            # locked while counting: two processes visiting one segment both count
+            states = self.store.get(segment_ids, conn, for_update=True)
+            for state in states.values():
+                state.visits += 1
+                state.last_visit = when
+                state.updated_at = when
+                state.heat = heat(state.visits, state.interactions, 0.0, self.config)
+                self.store.save(conn, state)
+            self.store.set_cube_heat(conn, {s.id: s.heat for s in states.values()})
+
         with mos._write_lock:
-            when = now or mos.clock.now()
-            with mos.catalog.tx() as conn:
-                states = self.store.get(segment_ids, conn)
-                for state in states.values():
-                    state.visits += 1
-                    state.last_visit = when
-                    state.updated_at = when
-                    state.heat = heat(state.visits, state.interactions, 0.0, self.config)
-                    self.store.save(conn, state)
-                self.store.set_cube_heat(conn, {s.id: s.heat for s in states.values()})
+            mos.catalog.transact(count)
 
     def heat_of(self, segment_ids: Sequence[str], now: datetime | None = None) -> dict[str, float]:
         """Each segment's heat at `now` (default: the clock's now), decay included."""

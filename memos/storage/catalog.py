@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from memos.cube import ACL, Header, Lifecycle, MemCube, Provenance, Usage, ns_path
-from memos.errors import BackendError, Conflict, UserError
+from memos.errors import BackendError, Busy, Conflict, UserError
 from memos.storage.schema import (
     audit,
     cube_labels,
@@ -108,6 +109,11 @@ def prefix_clause(column: sa.ColumnElement[Any], prefix: str) -> sa.ColumnElemen
     return sa.or_(column == prefix, sa.and_(column >= prefix + "/", column < prefix + "0"))
 
 
+_T = TypeVar("_T")
+#: SQLSTATEs of a transaction the server aborted to break a deadlock or a serialization conflict
+_RETRYABLE = frozenset({"40P01", "40001"})
+
+
 class Catalog:
     """SQL catalog over SQLAlchemy Core: SQLite (WAL) by default, PostgreSQL by URL."""
 
@@ -160,10 +166,28 @@ class Catalog:
             with self.engine.begin() as conn:
                 yield conn
         except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _RETRYABLE:
+                raise Busy(f"catalog busy ({self.shown_url}): {_line(exc.orig)}; nothing was saved") from exc
             raise BackendError(f"catalog error ({self.shown_url}): {_line(exc.orig)}") from exc
         except sa.exc.DataError as exc:
             # a value the database refuses (too long for its column, out of range): nothing was written
             raise UserError(f"the catalog refused a value ({_line(exc.orig)}); nothing was saved") from exc
+
+    def transact(self, body: Callable[[Connection], _T], *, tries: int = 5) -> _T:
+        """Run body(conn) in a transaction, again (after a short random pause) when the database aborts it as Busy.
+
+        The body must do nothing outside the transaction that a second run would repeat.
+        """
+        failed = 0
+        while True:
+            try:
+                with self.tx() as conn:
+                    return body(conn)
+            except Busy:
+                failed += 1
+                if failed >= tries:
+                    raise
+                time.sleep(random.uniform(0.005, 0.02) * 2**failed)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -275,15 +299,24 @@ class Catalog:
         conn.execute(sa.delete(cubes).where(cubes.c.id == cube_id))
         self.queue_vector_sync(conn, [cube_id], when)
 
-    def get(self, ids: Sequence[str], conn: Connection | None = None) -> dict[str, MemCube]:
-        """Current state of the given cubes, by id (missing ids are absent from the result)."""
+    def get(
+        self, ids: Sequence[str], conn: Connection | None = None, *, for_update: bool = False
+    ) -> dict[str, MemCube]:
+        """Current state of the given cubes, by id (missing ids are absent from the result).
+
+        for_update locks their rows until the caller's transaction ends, in id order (PostgreSQL; SQLite
+        has one writer at a time anyway), so that a check made on them still holds when they are written.
+        """
         if not ids:
             return {}
         out: dict[str, MemCube] = {}
+        wanted = sorted(set(ids)) if for_update else list(ids)
         with self._conn(conn) as c:
-            for start in range(0, len(ids), 500):
-                chunk = list(ids[start : start + 500])
-                for row in c.execute(sa.select(cubes).where(cubes.c.id.in_(chunk))).mappings():
+            for start in range(0, len(wanted), 500):
+                stmt = sa.select(cubes).where(cubes.c.id.in_(wanted[start : start + 500]))
+                if for_update:
+                    stmt = stmt.order_by(cubes.c.id).with_for_update()
+                for row in c.execute(stmt).mappings():
                     out[row["id"]] = _from_row(row)
         return out
 

@@ -115,14 +115,23 @@ class SegmentStore:
         del values["id"]
         conn.execute(sa.update(segments).where(segments.c.id == state.id).values(**values))
 
-    def get(self, ids: Sequence[str], conn: Connection | None = None) -> dict[str, SegmentState]:
-        """The rows of these segments, by id (ids that are not segments are absent)."""
+    def get(
+        self, ids: Sequence[str], conn: Connection | None = None, *, for_update: bool = False
+    ) -> dict[str, SegmentState]:
+        """The rows of these segments, by id (ids that are not segments are absent).
+
+        for_update locks the rows until the caller's transaction ends, taken in id order so that two
+        transactions locking overlapping sets cannot deadlock (PostgreSQL; SQLite has one writer anyway).
+        """
         out: dict[str, SegmentState] = {}
-        unique = list(dict.fromkeys(ids))
+        unique = sorted(set(ids)) if for_update else list(dict.fromkeys(ids))
         with self._conn(conn) as c:
             for start in range(0, len(unique), 500):
                 chunk = unique[start : start + 500]
-                for row in c.execute(sa.select(segments).where(segments.c.id.in_(chunk))).mappings():
+                stmt = sa.select(segments).where(segments.c.id.in_(chunk))
+                if for_update:
+                    stmt = stmt.order_by(segments.c.id).with_for_update()
+                for row in c.execute(stmt).mappings():
                     out[row["id"]] = _state(row)
         return out
 
@@ -214,7 +223,8 @@ class SegmentStore:
         if heats:
             conn.execute(
                 sa.update(cubes).where(cubes.c.id == sa.bindparam("cid")).values(heat=sa.bindparam("h")),
-                [{"cid": cid, "h": h} for cid, h in heats.items()],
+                # in id order: the row locks are taken in the same order by every transaction
+                [{"cid": cid, "h": heats[cid]} for cid in sorted(heats)],
             )
 
     def paging_counts(self, prefixes: Sequence[str] | None) -> dict[str, int]:
