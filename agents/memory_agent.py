@@ -22,10 +22,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
-from langchain_core.runnables import RunnableConfig
-from langgraph.config import get_stream_writer
-from langgraph.graph import END, START, StateGraph
-
 from memos import inputs
 from memos.cube import MemCube, Namespace, ns_path, parse_namespace
 from memos.errors import BackendError, MemosError, UserError
@@ -36,8 +32,10 @@ from memos.prompt import Serving, messages_for, serving
 from memos.scheduler import WorkingSet, render_items
 
 from .threads import check_thread_id, open_thread_store, thread_key
+from .tool_agent import load_langgraph
 
 if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.graph.state import CompiledStateGraph
 
@@ -266,14 +264,16 @@ class MemoryAgent:
     # ---- the graph ---------------------------------------------------------------------------
 
     def _build(self) -> CompiledStateGraph[Any, Any, Any, Any]:
-        builder = StateGraph(MemoryState)
+        # LangGraph is imported here, not with the module: registering the plugin stays cheap
+        graph = load_langgraph()
+        builder = graph.StateGraph(MemoryState)
         builder.add_node("recall", self._recall)
         builder.add_node("respond", self._respond)
         builder.add_node("memorize", self._memorize)
-        builder.add_edge(START, "recall")
+        builder.add_edge(graph.START, "recall")
         builder.add_edge("recall", "respond")
         builder.add_edge("respond", "memorize")
-        builder.add_edge("memorize", END)
+        builder.add_edge("memorize", graph.END)
         return builder.compile(checkpointer=self.checkpointer, name="memory-agent")
 
     def _recall(self, state: MemoryState, config: RunnableConfig) -> dict[str, Any]:
@@ -304,6 +304,8 @@ class MemoryAgent:
         run.prompt_tokens = sum(count(m["content"]) + MESSAGE_OVERHEAD for m in run.request)
         served = self._serving(run.working)
         run.adapters = served.adapters
+        from langgraph.config import get_stream_writer
+
         write = get_stream_writer()
         pieces: list[str] = []
         options = {"max_tokens": self.max_tokens, "temperature": self.temperature, **served.extra}

@@ -252,13 +252,22 @@ def _check_lexical(mos: MemOS, found: _Findings) -> None:
         }
         if sqlite:
             rows = {int(r): t for r, t in conn.exec_driver_sql("SELECT rowid, content FROM cubes_fts")}
+            stale = [rid for rid, text in rows.items() if rid in want and text != want[rid][1]]
         else:
             rows = {int(r): None for (r,) in conn.exec_driver_sql("SELECT rid FROM cubes_fts")}
+            # PostgreSQL keeps the words, not the text: a row is stale when they are not the cube's text's words
+            stale = [
+                int(r)
+                for (r,) in conn.exec_driver_sql(
+                    "SELECT f.rid FROM cubes_fts f JOIN cubes c ON c.rid = f.rid"
+                    " WHERE f.tsv IS DISTINCT FROM to_tsvector('english', c.content)"
+                )
+                if int(r) in want
+            ]
         names = dict(conn.execute(sa.select(cubes.c.rid, cubes.c.id)).all())
     found.checked["lexical_rows"] = len(rows)
     missing = [rid for rid in want if rid not in rows]
     orphan = sorted(rid for rid in rows if rid not in want)
-    stale = [rid for rid, text in rows.items() if sqlite and rid in want and text != want[rid][1]]
     found.add("lexical_missing", [want[r][0] for r in missing])
     found.add("lexical_orphan", [names.get(r, f"rowid {r}") for r in orphan])
     found.add("lexical_stale", [want[r][0] for r in stale])

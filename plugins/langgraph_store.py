@@ -43,7 +43,6 @@ from typing import Any
 
 from memos.cube import MAX_NAMESPACE_DEPTH, Kind, Level, MemCube, Namespace, Right, parse_namespace
 from memos.errors import PermissionDenied, UserError
-from memos.hooks import Register, hookimpl
 from memos.ids import new_id
 from memos.kernel import Session, WriteRequest
 from memos.log import get_logger
@@ -81,7 +80,6 @@ except ImportError as exc:  # pragma: no cover - only without the agents extra
 
 log = get_logger("langgraph_store")
 #: the name the plugin registers its factory under
-NAME = "langgraph-store"
 #: the tag on every item's cube
 TAG = "langgraph"
 ITEM, KEY, ORDER, INDEXED, TTL, UPDATED = "lg.item", "lg.key", "lg.order", "lg.indexed", "lg.ttl", "lg.updated"
@@ -534,9 +532,3 @@ def _check_minutes(value: Any, what: str) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise UserError(f"{what} is a positive number of minutes, got {value!r}")
-
-
-@hookimpl
-def memos_register_agents(register: Register) -> None:
-    """Register the store factory as "langgraph-store": factory(session, **options) -> MemosStore."""
-    register(NAME, MemosStore)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from memos.errors import BackendError, UserError
 from memos.llm.base import Capabilities, MessageLike
 from memos.llm.openai import OpenAIChat
+from memos.log import redact
 
 if TYPE_CHECKING:
     import httpx
@@ -358,7 +359,7 @@ class VLLMChat(OpenAIChat):
         except httpx.HTTPError as exc:
             raise BackendError(
                 f"could not reach the vLLM server at {self.root_url} to {what} (after {self.max_retries} retries): "
-                f"{exc}; is it running? check the URL in MEMOS_LLM",
+                f"{redact(str(exc))}; is it running? check the URL in MEMOS_LLM",
                 url=url,
                 status=None,
             ) from exc
@@ -382,7 +383,7 @@ class VLLMChat(OpenAIChat):
         if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
             return BackendError(
                 f"could not connect to the vLLM server at {self.base_url} for model {self.model!r} "
-                f"(after {self.max_retries} retries): {exc}; is it running? check the URL in MEMOS_LLM",
+                f"(after {self.max_retries} retries): {redact(str(exc))}; is it running? check the URL in MEMOS_LLM",
                 **fields,
             )
         if isinstance(exc, openai.APIStatusError) and exc.status_code == 404:
@@ -410,7 +411,11 @@ def _check_adapter_name(name: str) -> None:
 
 
 def _message_of(body: Any, fallback: str) -> str:
-    """The message in an error body: vLLM's {"error": {...}} or older flat form, or FastAPI's {"detail": ...}."""
+    """The message in an error body (vLLM's {"error": ...} or flat form, FastAPI's {"detail": ...}), secrets masked."""
+    return redact(_body_message(body, fallback))
+
+
+def _body_message(body: Any, fallback: str) -> str:
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str) and inner["message"]:

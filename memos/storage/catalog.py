@@ -64,6 +64,11 @@ TERM_STATS_TTL_S = 30.0
 #: ... but only from this many indexed cubes on: smaller collections are counted afresh on every query
 #: (cheap there, and exact right after a write)
 TERM_STATS_CACHE_MIN_DOCS = 50_000
+#: query words whose stems are remembered (the cache is emptied when it would grow past this)
+MAX_CACHED_STEMS = 100_000
+#: the lexical index's tokenizer, as migration 9 created cubes_fts with it: query words are stemmed with
+#: the same one to look up their document counts
+LEXICAL_TOKENIZER = "porter unicode61"
 #: statuses whose text stays searchable (archived = paged out, found on demand)
 SEARCHABLE = ("active", "archived")
 
@@ -125,6 +130,8 @@ class Catalog:
         self._stats_at = -math.inf
         self._num_docs: int | None = None
         self._df: dict[str, int] = {}
+        #: query word -> its tokens as the lexical index stores them (a pure function of the word)
+        self._stems: dict[str, tuple[str, ...]] = {}
         try:
             self.engine: Engine = self._make_engine(url)
             with self.engine.begin() as conn:
@@ -602,22 +609,31 @@ class Catalog:
         return sorted(rescored, key=lambda h: (-h[1], h[0]))
 
     def _informative_terms(self, terms: list[str]) -> list[str]:
-        """Drop the terms found in more than MAX_TERM_SHARE (or MAX_TERM_DOCS) of the cubes while rarer ones remain."""
+        """Drop the terms found in more than MAX_TERM_SHARE (or MAX_TERM_DOCS) of the cubes.
+
+        When every term is that common, the rarest one alone is kept: scoring all of them would read
+        a large part of the index for hits that share only common words with the query.
+        """
         num_docs, df = self._term_stats(terms)
         if num_docs < MIN_DOCS_TO_PRUNE:
             return terms
         most = min(MAX_TERM_SHARE * num_docs, MAX_TERM_DOCS)
-        kept = [t for t in terms if df.get(t, 0) <= most]
-        return kept or terms
+        kept = [t for t in terms if df[t] <= most]
+        return kept or [min(terms, key=lambda t: df[t])]
 
     def _term_stats(self, terms: list[str]) -> tuple[int, dict[str, int]]:
-        """The number of indexed cubes and these terms' document counts, reused for TERM_STATS_TTL_S."""
+        """The number of indexed cubes and each term's document count, reused for TERM_STATS_TTL_S.
+
+        The index holds stems ("parties" is indexed as "parti"), so a term is counted by its stems; a
+        term the tokenizer splits ("e_mail") counts as its rarest part, an upper bound on the phrase's.
+        """
         now = time.monotonic()
         small = self._num_docs is not None and self._num_docs < TERM_STATS_CACHE_MIN_DOCS
         if small or now - self._stats_at > TERM_STATS_TTL_S:
             self._stats_at, self._num_docs, self._df = now, None, {}
-        missing = [t for t in dict.fromkeys(terms) if t not in self._df]
         with self.read() as c:
+            stems = self._stems_of(c, terms)
+            missing = list(dict.fromkeys(st for t in terms for st in stems[t] if st not in self._df))
             if missing:
                 marks = ",".join("?" for _ in missing)
                 found = dict(
@@ -625,10 +641,30 @@ class Catalog:
                         f"SELECT term, doc FROM cubes_fts_vocab WHERE term IN ({marks})", tuple(missing)
                     ).all()
                 )
-                self._df.update({t: int(found.get(t, 0)) for t in missing})
+                self._df.update({st: int(found.get(st, 0)) for st in missing})
             if self._num_docs is None:
                 self._num_docs = int(c.exec_driver_sql("SELECT count(*) FROM cubes_fts_docsize").scalar_one())
-        return self._num_docs, self._df
+        return self._num_docs, {t: min((self._df[st] for st in stems[t]), default=0) for t in terms}
+
+    def _stems_of(self, c: Connection, terms: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """Each term's tokens as the lexical index stores them, from a scratch FTS5 table with its tokenizer."""
+        missing = [t for t in dict.fromkeys(terms) if t not in self._stems]
+        if missing:
+            c.exec_driver_sql(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.memos_stem USING fts5(t, tokenize='{LEXICAL_TOKENIZER}')"
+            )
+            c.exec_driver_sql(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.memos_stem_vocab USING fts5vocab(temp, memos_stem, 'instance')"
+            )
+            c.exec_driver_sql("DELETE FROM temp.memos_stem")
+            c.exec_driver_sql("INSERT INTO temp.memos_stem(rowid, t) VALUES (?, ?)", list(enumerate(missing)))
+            found: dict[int, list[str]] = {}
+            for doc, term in c.exec_driver_sql("SELECT doc, term FROM temp.memos_stem_vocab ORDER BY doc, offset"):
+                found.setdefault(int(doc), []).append(str(term))
+            if len(self._stems) + len(missing) > MAX_CACHED_STEMS:
+                self._stems.clear()
+            self._stems.update((t, tuple(found.get(i, ()))) for i, t in enumerate(missing))
+        return {t: self._stems[t] for t in terms}
 
     def optimize_lexical(self, pages: int = 2000) -> None:
         """Merge some of the lexical index's segments (fewer segments: faster BM25 queries).

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from memos import MemOS
 from memos.retrieval import fuse
-from memos.storage.catalog import Catalog, CubeFilter, query_terms
+from memos.storage.catalog import MIN_DOCS_TO_PRUNE, Catalog, CubeFilter, query_terms
 from memos.storage.schema import MIGRATIONS, from_micros, migrate, to_micros
 
 
@@ -64,6 +64,53 @@ def test_bm25_prefers_rarer_and_more_matches(mos: MemOS) -> None:
     assert ranked[0][1] > ranked[1][1] > 0
     # porter stemming: "rides" matches "ride"
     assert [cid for cid, _ in mos.catalog.lexical("ride", CubeFilter(prefixes=["alice"]), 10)] == [both.id]
+
+
+def _party_home(mos: MemOS) -> tuple[set[str], set[str]]:
+    """1,200 cubes: 300 about a party (as "party" or "parties"), 6 about Lisbon, all mentioning a day."""
+    assert MIN_DOCS_TO_PRUNE <= 1200
+    alice = mos.as_user("alice")
+    texts = [f"the {'parties' if n % 2 else 'party'} on day {n}" for n in range(300)]
+    texts += [f"a walk on day {n}" for n in range(894)]
+    texts += [f"Lisbon trip on day {n}" for n in range(5)] + ["Lisbon parties on day 1"]
+    cubes = alice.write_many(("alice",), [{"text": t} for t in texts])
+    lisbon = {c.id for c in cubes if "Lisbon" in c.text}
+    party = {c.id for c in cubes if "part" in c.text}
+    return lisbon, party
+
+
+def test_common_words_are_counted_by_their_stem_and_left_out(mos: MemOS) -> None:
+    lisbon, _ = _party_home(mos)
+    # "parties" is indexed as "parti", in 301 of 1,200 cubes (> 10 %): it is left out, so only Lisbon
+    # cubes are scored; counting the unstemmed word (found nowhere as such) kept it in
+    hits = mos.catalog.lexical("parties in Lisbon", CubeFilter(prefixes=["alice"]), 50)
+    assert {cid for cid, _ in hits} == lisbon
+
+
+def test_when_every_word_is_common_the_rarest_is_kept(mos: MemOS) -> None:
+    _, party = _party_home(mos)
+    # "day" is in every cube, "parties" in a quarter: the query scores the party cubes only
+    hits = mos.catalog.lexical("parties day", CubeFilter(prefixes=["alice"]), 400)
+    assert {cid for cid, _ in hits} == party
+
+
+def test_small_collections_keep_every_word(mos: MemOS) -> None:
+    alice = mos.as_user("alice")
+    cubes = alice.write_many(("alice",), [{"text": f"the party on day {n}"} for n in range(50)] + [{"text": "Lisbon"}])
+    hits = mos.catalog.lexical("parties in Lisbon", CubeFilter(prefixes=["alice"]), 100)
+    assert {cid for cid, _ in hits} == {c.id for c in cubes}
+
+
+def test_query_words_are_stemmed_by_the_index_tokenizer(mos: MemOS) -> None:
+    with mos.catalog.read() as conn:
+        stems = mos.catalog._stems_of(conn, ["parties", "running", "lisbon", "e_mail", "caf\u00e9"])
+    assert stems == {
+        "parties": ("parti",),
+        "running": ("run",),
+        "lisbon": ("lisbon",),
+        "e_mail": ("e", "mail"),
+        "caf\u00e9": ("cafe",),  # unicode61 folds diacritics
+    }
 
 
 def test_rrf_fusion_exact() -> None:

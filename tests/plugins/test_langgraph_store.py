@@ -28,13 +28,13 @@ from langgraph.store.base import (
 from langgraph.store.memory import InMemoryStore
 
 from memos import ManualClock, MemOS, PermissionDenied, Session, Status, UserError
+from memos.plugins.langgraph_plugin import make_store, memos_register_agents
 from memos.plugins.langgraph_store import (
     NEVER,
     MemosStore,
     StoreNamespaceError,
     decode_segment,
     encode_label,
-    memos_register_agents,
 )
 from memos.registry import Registry
 
@@ -531,11 +531,11 @@ def test_a_compiled_graph_uses_the_store(alice: Session) -> None:
 
 
 def test_registered_as_a_plugin(alice: Session) -> None:
-    """The module's hook registers the store factory as 'langgraph-store', through the real plugin registry."""
+    """The entry point registers the store factory as 'langgraph-store', through the real plugin registry."""
     registered: dict[str, Any] = {}
     memos_register_agents(lambda name, obj: registered.__setitem__(name, obj))
-    assert registered == {"langgraph-store": MemosStore}
-    entry = metadata.EntryPoint(name="langgraph-store", value="memos.plugins.langgraph_store", group="memos.plugins")
+    assert registered == {"langgraph-store": make_store}
+    entry = metadata.EntryPoint(name="langgraph-store", value="memos.plugins.langgraph_plugin", group="memos.plugins")
     registry = Registry(entry_points=[entry])
     store = registry.create("agents", "langgraph-store", alice, root=("alice", "graphs"))
     assert isinstance(store, MemosStore) and store.root == ("alice", "graphs")

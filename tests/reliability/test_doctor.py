@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.cli import Cli
+from support.damage import DAMAGE_COUNTS, assert_repaired_cubes_found, damage
 
 from memos import MemOS, doctor
 from memos.cube import Kind, MemCube, Status
@@ -62,21 +63,7 @@ def test_every_kind_of_damage_is_found_and_repaired(mos: MemOS) -> None:
     ids = _fill(mos)
     block = _block(mos, ids[:3])
     gone_blob = _block(mos, ids[3:5])
-    catalog, vectors = mos.catalog, mos.vectors
-    # vectors: two lost, one stray, one overwritten with another text's embedding
-    vectors.delete(ids[5:7])
-    vectors.upsert(["00000000-0000-7000-8000-000000000001"], mos.embedder.embed(["a stray vector"]))
-    vectors.upsert([ids[7]], mos.embedder.embed(["something else entirely"]))
-    # lexical rows: one lost, one stale, one without a cube
-    with catalog.read() as conn:
-        rids = catalog._rids(conn, ids[8:10])
-    with catalog.engine.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM cubes_fts WHERE rowid = ?", (rids[ids[8]],))
-        conn.exec_driver_sql("UPDATE cubes_fts SET content = 'garbled' WHERE rowid = ?", (rids[ids[9]],))
-        conn.exec_driver_sql("INSERT INTO cubes_fts(rowid, content, context) VALUES (999999, 'ghost words', '')")
-    # an outbox entry left by a change whose vector step never ran
-    with catalog.tx() as conn:
-        catalog.queue_vector_sync(conn, [ids[10]], mos.clock.now())
+    damage(mos, ids)
     # blobs: one no cube names, a temporary file of an interrupted write, and a block whose blob is gone
     mos.blobs.write_file("activation/orphan.safetensors", lambda p: p.write_bytes(b"x"))
     (mos.blobs.root / "activation" / ".tmp-leftover").write_bytes(b"half")
@@ -85,17 +72,7 @@ def test_every_kind_of_damage_is_found_and_repaired(mos: MemOS) -> None:
 
     report = doctor.check(mos, sample=None)
     counts = {p.kind: p.count for p in report.problems}
-    assert counts == {
-        "outbox_pending": 1,
-        "vector_missing": 2,
-        "vector_orphan": 1,
-        "vector_mismatch": 1,
-        "lexical_missing": 1,
-        "lexical_orphan": 1,
-        "lexical_stale": 1,
-        "blob_orphan": 2,
-        "blob_missing": 1,
-    }
+    assert counts == {**DAMAGE_COUNTS, "blob_orphan": 2, "blob_missing": 1}
     problem = report.problem("vector_missing")
     assert problem is not None and set(problem.examples) == set(ids[5:7])
     assert report.problem("vector_mismatch").examples == [ids[7]]  # type: ignore[union-attr]
@@ -109,20 +86,14 @@ def test_every_kind_of_damage_is_found_and_repaired(mos: MemOS) -> None:
     assert fixed.actions["lexical_indexed"] == 2 and fixed.actions["lexical_deleted"] == 1
     assert fixed.actions["blobs_deleted"] == 2 and fixed.actions["derived_archived"] == 1
     assert doctor.check(mos, sample=None).ok
-    # the repaired cubes are found again, by words (lexical) and by their vectors (dense)
-    alice = mos.as_user("alice")
-    for i in (5, 7, 8, 9):
-        hits = alice.recall(NS, f"word{i}", k=5)
-        assert any(h.cube.id == ids[i] and h.lexical_rank is not None for h in hits)
-        assert mos.vectors.existing([ids[i]]) == {ids[i]}
-    assert all(h.lexical_rank is None for h in alice.recall(NS, "ghost garbled", k=5))
+    assert_repaired_cubes_found(mos, NS, ids)
     # the block that lost its blob is archived (its sources stay); the healthy block is untouched
     states = mos.catalog.get([block.id, gone_blob.id, *ids[3:5]])
     assert states[gone_blob.id].status == Status.archived
     assert states[block.id].status == Status.active and mos.blobs.exists(block.blob or "")
     assert all(states[i].status != Status.deleted for i in ids[3:5])
     assert mos.blobs.refs() == [block.blob]
-    assert alice.audit(gone_blob.id, limit=1)[0]["actor"] == doctor.DOCTOR_ACTOR
+    assert mos.as_user("alice").audit(gone_blob.id, limit=1)[0]["actor"] == doctor.DOCTOR_ACTOR
 
 
 def test_a_block_whose_sources_were_purged_is_archived(mos: MemOS) -> None:

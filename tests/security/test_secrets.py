@@ -180,3 +180,26 @@ def test_cli_output_and_logs_never_show_the_key(server: FakeOpenAIServer, tmp_pa
             outputs += [result.stdout, result.stderr]
     _clean(*outputs)
     assert {r.headers["authorization"] for r in server.requests} == {f"Bearer {KEY}"}
+
+
+def test_vllm_errors_echoing_the_key_are_masked(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """Every vLLM call that can fail (chat, warm, metrics, LoRA load and unload) masks a key the server echoes."""
+    settings = Settings(llm=f"vllm:{server.url}#fake-model", openai_api_key=KEY, openai_max_retries=0)
+    llm = make_llm(settings)
+    assert llm is not None
+    (tmp_path / "adapter").mkdir()
+    calls = {
+        "chat": lambda: llm.chat("hello"),
+        "warm": lambda: llm.warm([{"role": "user", "content": "hello"}]),  # type: ignore[attr-defined]
+        "metrics": lambda: llm.prefix_cache_stats(),  # type: ignore[attr-defined]
+        "load": lambda: llm.load_adapter("notes", tmp_path / "adapter"),  # type: ignore[attr-defined]
+        "unload": lambda: llm.unload_adapter("notes"),  # type: ignore[attr-defined]
+    }
+    for name, call in calls.items():
+        for status in (401, 404, 500):
+            server.fail_next(status, message=ECHO)
+            with pytest.raises(BackendError) as caught:
+                call()
+            _clean(caught.value, repr(caught.value), caught.value.fields)
+            assert MASK in str(caught.value), (name, status, str(caught.value))
+    assert {r.headers["authorization"] for r in server.requests} == {f"Bearer {KEY}"}
