@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from memos.clock import Clock, ManualClock, SystemClock
     from memos.cube import ACL, Header, Kind, Level, Lifecycle, MemCube, Provenance, Right, Source, Status, Usage
-    from memos.errors import BackendError, Conflict, MemosError, NotFound, PermissionDenied, UserError
+    from memos.errors import BackendError, Busy, Conflict, MemosError, NotFound, PermissionDenied, UserError
     from memos.kernel import MemOS, Session, Stats, WriteRequest
     from memos.retrieval import Hit
 
@@ -30,7 +30,7 @@ _EXPORTS = {
         "Status",
         "Usage",
     ),
-    "memos.errors": ("BackendError", "Conflict", "MemosError", "NotFound", "PermissionDenied", "UserError"),
+    "memos.errors": ("BackendError", "Busy", "Conflict", "MemosError", "NotFound", "PermissionDenied", "UserError"),
     "memos.kernel": ("MemOS", "Session", "Stats", "WriteRequest"),
     "memos.retrieval": ("Hit",),
 }
@@ -38,6 +38,7 @@ _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name i
 __all__ = [
     "ACL",
     "BackendError",
+    "Busy",
     "Clock",
     "Conflict",
     "Header",

@@ -147,7 +147,8 @@ class Settings(BaseSettings):
             return cls(**{**overrides, "home": resolved})
         except ValidationError as exc:
             where, problem = (_one_line(part) for part in first_problem(exc, "settings"))
-            raise UserError(f"bad setting {where}: {problem} (check MEMOS_{where.upper()} or {toml_file})") from exc
+            # not chained: pydantic's own error quotes the raw input, which may be an API key
+            raise UserError(f"bad setting {where}: {problem} (check MEMOS_{where.upper()} or {toml_file})") from None
         finally:
             _toml_path.reset(token)
 

@@ -146,11 +146,16 @@ class GMemory:
         self.folder = state.state_dir(self.mos.home, self.name)
         self._lock = threading.RLock()
         self._running: _Running | None = None
+        self._links = (link_k, link_threshold)
+        self._stamp: state.Stamp | None = None
         self._load(link_k, link_threshold)
 
     # ---- state ----------------------------------------------------------------------------
 
     def _load(self, link_k: int | None, link_threshold: float | None) -> None:
+        # stamped before reading: a save in between makes the stamp older than the copy, so the next
+        # refresh reads the file again (never the other way round)
+        self._stamp = state.stamp(self.folder)
         data = state.load(self.folder)
         embedder = self.mos.embedder
         if data is None:
@@ -192,18 +197,28 @@ class GMemory:
 
     def _save(self) -> None:
         state.save(self.folder, self.to_dict())
+        self._stamp = state.stamp(self.folder)
+
+    def _refresh(self) -> None:
+        """Read the stored state again if another process (or another GMemory object) saved it since."""
+        if state.stamp(self.folder) != self._stamp:
+            self._load(*self._links)
 
     # ---- what it holds ----------------------------------------------------------------------
 
     @property
     def records(self) -> list[TaskRecord]:
-        """The task records, oldest first."""
-        return list(self.store.records)
+        """The task records, oldest first (as stored now, by any process)."""
+        with self._lock:
+            self._refresh()
+            return list(self.store.records)
 
     @property
     def size(self) -> int:
-        """How many tasks are stored."""
-        return len(self.store)
+        """How many tasks are stored (by any process)."""
+        with self._lock:
+            self._refresh()
+            return len(self.store)
 
     @property
     def usage(self) -> Usage:
@@ -246,6 +261,7 @@ class GMemory:
             _positive(value, what)
         _cosine(thr, "thr")
         with self._lock:
+            self._refresh()
             out = Retrieval(task=task)
             if not len(self.store):
                 return out
@@ -339,19 +355,24 @@ class GMemory:
             running = self._require_running("on_task_end")
             record = self._build_record(running, success)
             vector = self._embed(running.task)
-            before = self.to_dict()
-            credited, deleted = self.insights.credit(running.given, success)
-            links = self.store.add(record, vector)
-            self.next_record += 1
-            try:
-                if self.namespace is not None:
-                    record.cube_id = self._write_cube(record)
-                self._save()
-            except BaseException:
-                self._restore(before)
-                if record.cube_id is not None:
-                    self._drop_cube(record.cube_id)
-                raise
+            # the model calls are done: from here on the stored state is read, changed and saved under
+            # the memory's lock, so tasks ending in other processes are neither lost nor overwritten
+            with state.lock(self.folder):
+                self._refresh()
+                record.id = f"t{self.next_record}"
+                before = self.to_dict()
+                credited, deleted = self.insights.credit(running.given, success)
+                links = self.store.add(record, vector)
+                self.next_record += 1
+                try:
+                    if self.namespace is not None:
+                        record.cube_id = self._write_cube(record)
+                    self._save()
+                except BaseException:
+                    self._restore(before)
+                    if record.cube_id is not None:
+                        self._drop_cube(record.cube_id)
+                    raise
             self._running = None
             report: dict[str, Any] = {
                 "record_id": record.id,
@@ -432,6 +453,7 @@ class GMemory:
         """Run one finetune or merge on a copy of the insights; keep it only if it completes and saves."""
         if self._ask is None:
             return {"kind": kind, "skipped": "no LLM: pass llm= or set MEMOS_LLM to evolve insights"}
+        started = self._stamp
         trial = InsightStore.from_dict(self.insights.to_dict())
         try:
             if kind == "finetune":
@@ -441,12 +463,17 @@ class GMemory:
         except MemosError as exc:
             log.warning("G-Memory could not evolve its insights; they stay as they were", kind=kind, error=str(exc))
             return {"kind": kind, "error": str(exc)}
-        previous, self.insights = self.insights, trial
-        try:
-            self._save()
-        except BaseException:
-            self.insights = previous
-            raise
+        with state.lock(self.folder):
+            if state.stamp(self.folder) != started:
+                # made from a state another process has changed since: saving it would undo that change
+                self._refresh()
+                return {"kind": kind, "skipped": "another process changed this memory meanwhile; the next trigger runs"}
+            previous, self.insights = self.insights, trial
+            try:
+                self._save()
+            except BaseException:
+                self.insights = previous
+                raise
         return done.as_dict()
 
     def _write_cube(self, record: TaskRecord) -> str:

@@ -4,14 +4,20 @@
 traces), the query graph and the insights. Writing the whole document under a temporary name,
 syncing it and renaming it over the old one (`os.replace`, atomic on POSIX) means a crash at any
 point leaves either the old state or the new one, never a mix.
+
+Several processes may use one memory: each change is made under the memory's lock file (`lock`), on
+the state as stored (a process whose copy is older than the file reloads it first, see `stamp`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,10 @@ from memos.errors import UserError
 #: version of the state document; a file of another version is refused
 FORMAT = 1
 FILE = "state.json"
+#: the lock file that serialises changes to one memory between processes
+LOCK_FILE = ".lock"
+#: what identifies one saved version of the state file: (inode, size, modification time in ns)
+Stamp = tuple[int, int, int]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -69,3 +79,24 @@ def save(folder: Path, data: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def stamp(folder: Path) -> Stamp | None:
+    """The stored state file's identity, None when there is none: every save replaces the file, so changes it."""
+    try:
+        st = (folder / FILE).stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@contextmanager
+def lock(folder: Path) -> Iterator[None]:
+    """Hold the memory's lock (an exclusive flock) while reading, changing and saving its state."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

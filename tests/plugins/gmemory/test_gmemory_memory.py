@@ -335,7 +335,7 @@ def test_a_failing_save_leaves_state_as_it_was(mos: MemOS, llm: FunctionLLM, mon
         memory.on_task_end(False)
     assert memory.to_dict() == before  # the insight credit was undone too
     assert (memory.folder / "state.json").read_bytes() == before_file
-    assert [p.name for p in memory.folder.iterdir()] == ["state.json"]  # no temporary file left
+    assert sorted(p.name for p in memory.folder.iterdir()) == [".lock", "state.json"]  # no temporary file left
     assert memory.running
     monkeypatch.undo()
     assert memory.on_task_end(False)["record_id"] == "t2"
