@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +72,18 @@ def test_the_registry_loads_plugins_only_when_asked(with_example: Path, monkeypa
     item = registry.registration("policies", "keep-questions")
     assert (item.kind, item.name, item.plugin) == ("policies", "keep-questions", "example")
     assert get_registry() is registry
+
+
+def test_loading_every_builtin_plugin_imports_no_langgraph() -> None:
+    """The first kernel event loads every plugin: LangGraph (about a second to import) waits until an agent is built."""
+    code = (
+        "import sys; from memos.registry import Registry; r = Registry(); "
+        "assert {'memory-agent', 'langgraph-store', 'supervisor-team'} <= set(r.agents), sorted(r.agents); "
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('langgraph', 'langchain'))}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_example_policy_stores_only_the_questions(with_example: Path, mos: MemOS, tmp_path: Path) -> None:
