@@ -6,6 +6,7 @@ import json
 import math
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -132,6 +133,7 @@ class Catalog:
         self._df: dict[str, int] = {}
         #: query word -> its tokens as the lexical index stores them (a pure function of the word)
         self._stems: dict[str, tuple[str, ...]] = {}
+        self._stats_lock = threading.Lock()
         try:
             self.engine: Engine = self._make_engine(url)
             with self.engine.begin() as conn:
@@ -627,11 +629,12 @@ class Catalog:
         The index holds stems ("parties" is indexed as "parti"), so a term is counted by its stems; a
         term the tokenizer splits ("e_mail") counts as its rarest part, an upper bound on the phrase's.
         """
-        now = time.monotonic()
-        small = self._num_docs is not None and self._num_docs < TERM_STATS_CACHE_MIN_DOCS
-        if small or now - self._stats_at > TERM_STATS_TTL_S:
-            self._stats_at, self._num_docs, self._df = now, None, {}
-        with self.read() as c:
+        # one query at a time reads or refreshes the shared counts (threads may recall concurrently)
+        with self.read() as c, self._stats_lock:
+            now = time.monotonic()
+            small = self._num_docs is not None and self._num_docs < TERM_STATS_CACHE_MIN_DOCS
+            if small or now - self._stats_at > TERM_STATS_TTL_S:
+                self._stats_at, self._num_docs, self._df = now, None, {}
             stems = self._stems_of(c, terms)
             missing = list(dict.fromkeys(st for t in terms for st in stems[t] if st not in self._df))
             if missing:
@@ -644,7 +647,7 @@ class Catalog:
                 self._df.update({st: int(found.get(st, 0)) for st in missing})
             if self._num_docs is None:
                 self._num_docs = int(c.exec_driver_sql("SELECT count(*) FROM cubes_fts_docsize").scalar_one())
-        return self._num_docs, {t: min((self._df[st] for st in stems[t]), default=0) for t in terms}
+            return self._num_docs, {t: min((self._df[st] for st in stems[t]), default=0) for t in terms}
 
     def _stems_of(self, c: Connection, terms: Sequence[str]) -> dict[str, tuple[str, ...]]:
         """Each term's tokens as the lexical index stores them, from a scratch FTS5 table with its tokenizer."""

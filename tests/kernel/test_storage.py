@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from memos import MemOS
 from memos.retrieval import fuse
+from memos.storage import catalog as catalog_module
 from memos.storage.catalog import MIN_DOCS_TO_PRUNE, Catalog, CubeFilter, query_terms
 from memos.storage.schema import MIGRATIONS, from_micros, migrate, to_micros
 
@@ -147,3 +150,15 @@ def test_outbox_clear_keeps_an_entry_requeued_meanwhile(mos: MemOS) -> None:
     mos.sync_vectors([cube.id])
     assert mos.catalog.pending_vector_sync() == []
     assert mos.catalog.count_pending_vector_sync() == 0
+
+
+def test_lexical_queries_from_many_threads_agree(mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads sharing the catalog's cached term counts (reset on every query here) rank as one thread does."""
+    _party_home(mos)
+    monkeypatch.setattr(catalog_module, "TERM_STATS_TTL_S", 0.0)
+    queries = ["parties in Lisbon", "parties day", "a walk in Lisbon", "trip day 3"] * 10
+    flt = CubeFilter(prefixes=["alice"])
+    expected = {q: mos.catalog.lexical(q, flt, 20) for q in set(queries)}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda q: (q, mos.catalog.lexical(q, flt, 20)), queries))
+    assert all(hits == expected[q] for q, hits in results)
