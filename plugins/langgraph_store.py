@@ -79,7 +79,6 @@ except ImportError as exc:  # pragma: no cover - only without the agents extra
     raise UserError("the LangGraph store needs langgraph: pip install 'memos[agents]'") from exc
 
 log = get_logger("langgraph_store")
-#: the name the plugin registers its factory under
 #: the tag on every item's cube
 TAG = "langgraph"
 ITEM, KEY, ORDER, INDEXED, TTL, UPDATED = "lg.item", "lg.key", "lg.order", "lg.indexed", "lg.ttl", "lg.updated"
