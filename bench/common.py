@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +90,19 @@ def run_meta() -> dict[str, str]:
         "kernel": kernel_version(),
         "load_start": f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
     }
+
+
+def report_head(title: str, meta: dict[str, str], started: datetime, done: bool) -> list[str]:
+    """A benchmark page's first lines: title, partial-run warning, date, command, code measured, machine."""
+    lines = [f"# {title}", ""]
+    if not done:
+        lines += ["**Partial results: the run is still going (or was cut short).**", ""]
+    lines += [
+        f"- date: {started:%Y-%m-%d %H:%M} UTC" + (f", finished {datetime.now(UTC):%H:%M} UTC" if done else ""),
+        f"- command: `{meta['command']}`",
+        f"- code measured: {meta['kernel']}",
+    ]
+    return lines + [f"- {key}: {value}" for key, value in machine().items()]
 
 
 def short_count(n: int) -> str:

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     dir_bytes,
     drop_chroma_clients,
-    machine,
+    report_head,
     run_meta,
     short_count,
     table,
@@ -387,15 +387,7 @@ def _steps_table(rows: Sequence[Growth], unit: str) -> list[str]:
 
 def render(runs: Sequence[Run], args: argparse.Namespace, meta: dict[str, str], started: datetime, done: bool) -> str:
     """The Markdown report."""
-    lines = ["# Scale benchmark: one home grown to 1,000,000 cubes", ""]
-    if not done:
-        lines += ["**Partial results: the run is still going (or was cut short).**", ""]
-    lines += [
-        f"- date: {started:%Y-%m-%d %H:%M} UTC" + (f", finished {datetime.now(UTC):%H:%M} UTC" if done else ""),
-        f"- command: `{meta['command']}`",
-        f"- code measured: {meta['kernel']}",
-    ]
-    lines += [f"- {key}: {value}" for key, value in machine().items()]
+    lines = report_head("Scale benchmark: one home grown to 1,000,000 cubes", meta, started, done)
     lines += [
         f"- load average at the start: {meta['load_start']} (1 / 5 / 15 min); above {os.cpu_count()} means "
         "other work shared the CPU and the numbers are pessimistic",

@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     dir_bytes,
     drop_chroma_clients,
-    machine,
+    report_head,
     run_meta,
     short_count,
     table,
@@ -690,15 +690,7 @@ def render(
     points: Sequence[Checkpoint], args: argparse.Namespace, meta: dict[str, str], started: datetime, done: bool
 ) -> str:
     """The Markdown report."""
-    lines = ["# Store benchmark: ingest throughput and recall latency", ""]
-    if not done:
-        lines += ["**Partial results: the run is still going (or was cut short).**", ""]
-    lines += [
-        f"- date: {started:%Y-%m-%d %H:%M} UTC" + (f", finished {datetime.now(UTC):%H:%M} UTC" if done else ""),
-        f"- command: `{meta['command']}`",
-        f"- code measured: {meta['kernel']}",
-    ]
-    lines += [f"- {key}: {value}" for key, value in machine().items()]
+    lines = report_head("Store benchmark: ingest throughput and recall latency", meta, started, done)
     lines += [
         "",
         f"Each embedder gets a fresh home (SQLite catalog + embedded chromadb) grown through the checkpoints "
